@@ -1,0 +1,65 @@
+"""The guard that keeps telemetry from ever breaking the app, and quiet logging.
+
+Internal steps (tagging a span, emitting the feedback span, recording a delivery) run under
+`guard`: a failure is logged at most once per interval and the app carries on. Under the project's
+own tests (`BRIXO_OTEL_RAISE_INTERNAL_ERRORS=1`, set by the test suite) the guard re-raises, so our
+own bugs fail our tests instead of hiding in a log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+logger = logging.getLogger("brixo_otel")
+
+#: Repeated errors are logged at most once per this many seconds, per message key.
+LOG_INTERVAL_SECONDS = 20.0
+
+_last_logged: dict[str, float] = {}
+_last_logged_lock = threading.Lock()
+
+
+def raise_internal_errors() -> bool:
+    return os.environ.get("BRIXO_OTEL_RAISE_INTERNAL_ERRORS", "") == "1"
+
+
+def log_rate_limited(
+    level: int, key: str, message: str, *args: object, exc_info: bool = False
+) -> bool:
+    """Log `message` unless the same `key` was logged within `LOG_INTERVAL_SECONDS`.
+
+    Returns whether it was logged, so callers can count suppressed repeats if they care.
+    """
+    now = time.monotonic()
+    with _last_logged_lock:
+        last = _last_logged.get(key)
+        if last is not None and now - last < LOG_INTERVAL_SECONDS:
+            return False
+        _last_logged[key] = now
+    logger.log(level, message, *args, exc_info=exc_info)
+    return True
+
+
+def reset_rate_limits() -> None:
+    """Forget what was logged; for tests that assert on log records."""
+    with _last_logged_lock:
+        _last_logged.clear()
+
+
+@contextmanager
+def guard(step: str) -> Iterator[None]:
+    """Run an internal step; log (rate-limited) and swallow its failure."""
+    try:
+        yield
+    except Exception:
+        if raise_internal_errors():
+            raise
+        log_rate_limited(
+            logging.ERROR, f"internal:{step}", "brixo_otel: internal error in %s", step,
+            exc_info=True,
+        )

@@ -1,0 +1,1 @@
+"""Feedback signals: the validated model, the durable outbox and the background delivery."""

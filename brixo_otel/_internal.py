@@ -60,6 +60,9 @@ def guard(step: str) -> Iterator[None]:
         if raise_internal_errors():
             raise
         log_rate_limited(
-            logging.ERROR, f"internal:{step}", "brixo_otel: internal error in %s", step,
+            logging.ERROR,
+            f"internal:{step}",
+            "brixo_otel: internal error in %s",
+            step,
             exc_info=True,
         )

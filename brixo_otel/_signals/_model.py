@@ -148,10 +148,12 @@ def parse_occurred_at(given: object) -> datetime:
                 head, _, rest = text.partition(".")
                 digits = re.match(r"\d+", rest)
                 assert digits is not None
-                text = f"{head}.{digits.group()[:6].ljust(6, '0')}{rest[digits.end():]}"
+                text = f"{head}.{digits.group()[:6].ljust(6, '0')}{rest[digits.end() :]}"
             return datetime.fromisoformat(text).astimezone(timezone.utc)
         except ValueError as exc:
-            raise InvalidSignal(f"occurred_at {given!r} is not a valid date and time: {exc}") from None
+            raise InvalidSignal(
+                f"occurred_at {given!r} is not a valid date and time: {exc}"
+            ) from None
     raise InvalidSignal(
         f"occurred_at must be an aware datetime or an RFC 3339 string, got {type(given).__name__}"
     )
@@ -180,17 +182,13 @@ def validate(
         )
     if user_message is not None:
         if not isinstance(user_message, str):
-            raise InvalidSignal(
-                f"user_message must be a string, got {type(user_message).__name__}"
-            )
+            raise InvalidSignal(f"user_message must be a string, got {type(user_message).__name__}")
         if len(user_message) > MAX_USER_MESSAGE_LENGTH:
             raise InvalidSignal(
                 f"user_message is {len(user_message)} characters long; "
                 f"at most {MAX_USER_MESSAGE_LENGTH} are accepted"
             )
-    moment = (
-        datetime.now(timezone.utc) if occurred_at is None else parse_occurred_at(occurred_at)
-    )
+    moment = datetime.now(timezone.utc) if occurred_at is None else parse_occurred_at(occurred_at)
     return Signal(
         value=value,
         target="message" if checked_message_id is not None else "conversation",

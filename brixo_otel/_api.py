@@ -1,0 +1,166 @@
+"""The module-level API: `configure()` and the calls that act on the default client."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from opentelemetry.sdk.trace import TracerProvider
+
+from brixo_otel import _client, _config
+from brixo_otel._client import Client, DeliveredHook, ErrorHook
+from brixo_otel._correlation._index import InMemorySpanIndex, SpanIndex
+from brixo_otel._errors import ConfigurationError
+from brixo_otel._internal import logger
+from brixo_otel._signals._model import Signal
+
+if TYPE_CHECKING:
+    from brixo_otel._signals._outbox import OutboxLimits
+    from brixo_otel._signals._retry import RetryPolicy
+    from brixo_otel.exporters import SignalExporter
+
+_configure_lock = threading.Lock()
+
+
+def configure(
+    *,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    app_name: str | None = None,
+    environment: str | None = None,
+    agent_version: str | None = None,
+    tracer_provider: TracerProvider | None = None,
+    traces_endpoint: str | None = None,
+    exporters: Sequence[SignalExporter] | None = None,
+    outbox_path: str | os.PathLike[str] | None = None,
+    span_index: str | SpanIndex = "memory",
+    capture_content: bool | None = None,
+    allow_insecure_http: bool | None = None,
+    retry_policy: RetryPolicy | None = None,
+    outbox_limits: OutboxLimits | None = None,
+    on_error: ErrorHook | None = None,
+    on_delivered: DeliveredHook | None = None,
+) -> Client:
+    """Set up brixo-otel for this process and make the new client the default.
+
+    Arguments win over `BRIXO_*` environment variables. With an API key, traces go to Brixo by
+    OTLP/HTTP and signals to the Signals API; `exporters=[...]` chooses the signal destinations
+    instead. Calling it again replaces the default client; the old one is shut down (its
+    undelivered signals stay in the outbox for the new one).
+    """
+    settings = _config.resolve(
+        api_key=api_key,
+        base_url=base_url,
+        app_name=app_name,
+        environment=environment,
+        agent_version=agent_version,
+        traces_endpoint=traces_endpoint,
+        outbox_path=outbox_path,
+        capture_content=capture_content,
+        allow_insecure_http=allow_insecure_http,
+    )
+    if exporters is not None and not isinstance(exporters, Sequence):
+        raise TypeError(f"exporters must be a list of SignalExporter, got {exporters!r}")
+    index = _span_index(span_index)
+    with _configure_lock:
+        previous = _client.current()
+        if previous is not None:
+            previous.shutdown()
+        client = Client(
+            settings,
+            tracer_provider=tracer_provider,
+            exporters=exporters,
+            span_index=index,
+            retry_policy=retry_policy,
+            outbox_limits=outbox_limits,
+            on_error=on_error,
+            on_delivered=on_delivered,
+        )
+        _client.set_default(client)
+    return client
+
+
+def _span_index(choice: str | SpanIndex) -> SpanIndex:
+    if choice == "memory":
+        return InMemorySpanIndex()
+    if isinstance(choice, str):
+        raise ConfigurationError(
+            f"span_index {choice!r} is not available; accepted: 'memory', or an object with "
+            "put(message_id, span_context, attributes) and get(message_id)"
+        )
+    if not (callable(getattr(choice, "put", None)) and callable(getattr(choice, "get", None))):
+        raise TypeError(f"span_index must be 'memory' or a span index object, got {choice!r}")
+    return choice
+
+
+def get_client() -> Client:
+    """The default client; configured from the environment on first use if `configure()` was
+    never called, so a library can call `feedback()` without owning the app's start-up."""
+    client = _client.current()
+    if client is not None:
+        return client
+    with _configure_lock:
+        client = _client.current()
+        if client is None:
+            logger.info("brixo_otel: configuring from the environment on first use")
+            client = Client(_config.resolve())
+            _client.set_default(client)
+    return client
+
+
+def feedback(
+    value: str,
+    *,
+    message_id: str | None = None,
+    conversation_id: str | None = None,
+    user_message: str | None = None,
+    occurred_at: datetime | str | None = None,
+) -> Signal:
+    """Record a user's rating of one assistant message (or of a whole conversation).
+
+    Returns once the signal is committed to the outbox and its `brixo.feedback` span is emitted
+    into the rated message's trace; delivery happens in the background. Raises `InvalidSignal`
+    for input that could never be delivered, and never for delivery problems.
+    """
+    return get_client().feedback(
+        value,
+        message_id=message_id,
+        conversation_id=conversation_id,
+        user_message=user_message,
+        occurred_at=occurred_at,
+    )
+
+
+async def afeedback(
+    value: str,
+    *,
+    message_id: str | None = None,
+    conversation_id: str | None = None,
+    user_message: str | None = None,
+    occurred_at: datetime | str | None = None,
+) -> Signal:
+    """`feedback` for async apps: the outbox commit does not run on the event loop."""
+    return await get_client().afeedback(
+        value,
+        message_id=message_id,
+        conversation_id=conversation_id,
+        user_message=user_message,
+        occurred_at=occurred_at,
+    )
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Send what is queued (spans, then signals); True if everything went out in time."""
+    client = _client.current()
+    return True if client is None else client.flush(timeout)
+
+
+def shutdown(timeout: float = 5.0) -> None:
+    """Flush within `timeout` and stop the default client; undelivered signals stay queued."""
+    client = _client.current()
+    if client is not None:
+        client.shutdown(timeout)
+        _client.clear_default(client)

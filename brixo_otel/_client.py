@@ -1,0 +1,307 @@
+"""The Client: owns the tracing hook-up, the span index and the signal pipeline of one app.
+
+It joins the app's OpenTelemetry setup rather than replacing it: span processors are added to
+the app's TracerProvider when there is one, and a provider is created (and made global) only
+when there is none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from brixo_otel import _runtime
+from brixo_otel import attributes as attrs
+from brixo_otel._config import MEMORY_OUTBOX, Settings
+from brixo_otel._correlation._emit import emit_feedback_span
+from brixo_otel._correlation._index import InMemorySpanIndex, SpanIndex
+from brixo_otel._instrument._processor import BrixoSpanProcessor
+from brixo_otel._internal import guard, log_rate_limited
+from brixo_otel._signals._model import Signal, validate
+from brixo_otel._version import __version__
+
+if TYPE_CHECKING:
+    from brixo_otel._signals._outbox import OutboxLimits
+    from brixo_otel._signals._processor import SignalProcessor
+    from brixo_otel._signals._retry import RetryPolicy
+    from brixo_otel.exporters import SignalExporter
+
+#: Attributes of a message span kept in the index, to dimension feedback by what produced it.
+DEFAULT_INDEXED_ATTRIBUTES = (
+    attrs.GEN_AI_REQUEST_MODEL,
+    attrs.GEN_AI_PROVIDER_NAME,
+    attrs.GEN_AI_SYSTEM,
+    attrs.AGENT_VERSION,
+    attrs.ENVIRONMENT,
+    attrs.SESSION_ID,
+)
+
+ErrorHook = Callable[[Signal, str, str], None]
+DeliveredHook = Callable[[Signal, str], None]
+
+
+class Client:
+    """One configured brixo-otel: create it with `brixo_otel.configure()`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        exporters: Sequence[SignalExporter] | None = None,
+        span_index: SpanIndex | None = None,
+        retry_policy: RetryPolicy | None = None,
+        outbox_limits: OutboxLimits | None = None,
+        on_error: ErrorHook | None = None,
+        on_delivered: DeliveredHook | None = None,
+    ) -> None:
+        self.settings = settings
+        self._closed = False
+        self._lock = threading.Lock()
+        self.span_index: SpanIndex = span_index if span_index is not None else InMemorySpanIndex()
+        self.tracer_provider = self._join_tracer_provider(tracer_provider)
+        self.tracer = self.tracer_provider.get_tracer(_runtime.INSTRUMENTATION_NAME, __version__)
+        self._trace_export = self._add_trace_export()
+        self._exporters = list(exporters) if exporters is not None else self._default_exporters()
+        self._signals = self._start_signal_pipeline(
+            retry_policy, outbox_limits, on_error, on_delivered
+        )
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def _resource_attributes(self) -> dict[str, str]:
+        values = {
+            attrs.APP_NAME: self.settings.app_name,
+            attrs.ENVIRONMENT: self.settings.environment,
+            attrs.AGENT_VERSION: self.settings.agent_version,
+            attrs.SDK_VERSION: __version__,
+        }
+        return {name: value for name, value in values.items() if value is not None}
+
+    def _join_tracer_provider(self, given: TracerProvider | None) -> TracerProvider:
+        provider: object = given if given is not None else trace.get_tracer_provider()
+        if given is not None and not isinstance(given, TracerProvider):
+            raise TypeError(
+                "tracer_provider must be an opentelemetry.sdk.trace.TracerProvider, "
+                f"got {type(given).__name__}"
+            )
+        if not isinstance(provider, TracerProvider):
+            resource = dict(self._resource_attributes())
+            if self.settings.app_name:
+                resource[SERVICE_NAME] = self.settings.app_name
+            provider = TracerProvider(resource=Resource.create(resource))
+            trace.set_tracer_provider(provider)
+        # The app's provider keeps its own resource; we carry our resource values on the spans
+        # we tag instead, so Brixo still knows which app and version produced them.
+        existing = provider.resource.attributes
+        missing = {k: v for k, v in self._resource_attributes().items() if k not in existing}
+        self._span_processor = BrixoSpanProcessor(
+            self.span_index,
+            indexed_attributes=DEFAULT_INDEXED_ATTRIBUTES,
+            span_attributes=missing,
+        )
+        provider.add_span_processor(self._span_processor)
+        return provider
+
+    def _add_trace_export(self) -> SpanProcessor | None:
+        endpoint = self.settings.traces_endpoint
+        if endpoint is None:
+            return None
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        headers = {"Brixo-Auth": f"Bearer {self.settings.api_key}"} if self.settings.api_key else {}
+        processor = BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, headers=headers))
+        self.tracer_provider.add_span_processor(processor)
+        return processor
+
+    def _default_exporters(self) -> list[SignalExporter]:
+        if not self.settings.has_api_key:
+            return []
+        from brixo_otel.exporters import BrixoSignalExporter
+
+        return [
+            BrixoSignalExporter(
+                api_key=self.settings.api_key,
+                base_url=self.settings.base_url,
+                allow_insecure_http=self.settings.allow_insecure_http,
+            )
+        ]
+
+    def _start_signal_pipeline(
+        self,
+        retry_policy: RetryPolicy | None,
+        outbox_limits: OutboxLimits | None,
+        on_error: ErrorHook | None,
+        on_delivered: DeliveredHook | None,
+    ) -> SignalProcessor | None:
+        if not self._exporters:
+            return None
+        from brixo_otel._signals._outbox import Outbox, OutboxLimits
+        from brixo_otel._signals._processor import SignalProcessor
+        from brixo_otel._signals._retry import RetryPolicy
+
+        path = self.settings.outbox_path
+        if path != MEMORY_OUTBOX:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        outbox = Outbox(path, outbox_limits or OutboxLimits())
+        return SignalProcessor(
+            outbox,
+            self._exporters,
+            policy=retry_policy or RetryPolicy(),
+            on_error=on_error,
+            on_delivered=on_delivered,
+        )
+
+    # -- feedback ---------------------------------------------------------------------------
+
+    def feedback(
+        self,
+        value: str,
+        *,
+        message_id: str | None = None,
+        conversation_id: str | None = None,
+        user_message: str | None = None,
+        occurred_at: datetime | str | None = None,
+    ) -> Signal:
+        """Validate, record in the rated trace, and commit for delivery; see `brixo_otel.feedback`."""
+        signal = validate(
+            value,
+            message_id=message_id,
+            conversation_id=conversation_id,
+            user_message=user_message,
+            occurred_at=occurred_at,
+        )
+        self._emit(signal)
+        self._enqueue(signal)
+        return signal
+
+    async def afeedback(
+        self,
+        value: str,
+        *,
+        message_id: str | None = None,
+        conversation_id: str | None = None,
+        user_message: str | None = None,
+        occurred_at: datetime | str | None = None,
+    ) -> Signal:
+        """`feedback` for async apps: the outbox commit runs off the event loop."""
+        signal = validate(
+            value,
+            message_id=message_id,
+            conversation_id=conversation_id,
+            user_message=user_message,
+            occurred_at=occurred_at,
+        )
+        self._emit(signal)
+        await asyncio.get_running_loop().run_in_executor(None, self._enqueue, signal)
+        return signal
+
+    def _emit(self, signal: Signal) -> None:
+        with guard("emitting the feedback span"):
+            rated = None
+            if signal.message_id is not None:
+                rated = self.span_index.get(signal.message_id)
+            emit_feedback_span(
+                self.tracer, signal, rated, capture_content=self.settings.capture_content
+            )
+
+    def _enqueue(self, signal: Signal) -> None:
+        if self._signals is None:
+            log_rate_limited(
+                logging.WARNING,
+                "feedback:no-destination",
+                "brixo_otel: no signal destination is configured (set BRIXO_API_KEY or pass "
+                "exporters=[...]); feedback is recorded in OpenTelemetry only",
+            )
+            return
+        with guard("queueing a signal"):
+            self._signals.enqueue(signal)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Export finished spans, then deliver queued signals; True if everything went out.
+
+        Spans go first: the Signals API answers 404 for a message whose trace it has not
+        ingested yet.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        done = True
+        with guard("flushing"):
+            if self._trace_export is not None:
+                millis = 30_000 if deadline is None else _remaining_ms(deadline)
+                done = self._trace_export.force_flush(millis) and done
+            if self._signals is not None:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                done = self._signals.flush(remaining) and done
+        return done
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Flush within `timeout`, then stop; what is not delivered stays in the outbox."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        deadline = time.monotonic() + timeout
+        with guard("shutting down"):
+            if self._trace_export is not None:
+                self._trace_export.force_flush(_remaining_ms(deadline))
+                self._trace_export.shutdown()
+            if self._signals is not None:
+                self._signals.shutdown(max(0.0, deadline - time.monotonic()))
+        self._span_processor.disable()
+
+    @property
+    def exporters(self) -> tuple[SignalExporter, ...]:
+        return tuple(self._exporters)
+
+    def __repr__(self) -> str:
+        return (
+            f"Client(app_name={self.settings.app_name!r}, "
+            f"traces_endpoint={self.settings.traces_endpoint!r}, "
+            f"exporters={[type(e).__name__ for e in self._exporters]}, pid={os.getpid()})"
+        )
+
+
+def _remaining_ms(deadline: float) -> int:
+    return max(0, int((deadline - time.monotonic()) * 1000))
+
+
+# -- the default client --------------------------------------------------------------------
+
+_default: Client | None = None
+_default_lock = threading.Lock()
+
+
+def set_default(client: Client) -> Client | None:
+    """Make `client` the default; return the one it replaces (the caller shuts it down)."""
+    global _default
+    with _default_lock:
+        previous, _default = _default, client
+    _runtime.use_tracer(client.tracer)
+    return previous
+
+
+def current() -> Client | None:
+    return _default
+
+
+def clear_default(client: Client) -> None:
+    global _default
+    with _default_lock:
+        if _default is client:
+            _default = None
+            _runtime.use_tracer(None)
+

@@ -1,0 +1,395 @@
+"""`@message`, `@interaction` and `message_span`: one span per call, with ids in the Context.
+
+Built on wrapt so a decorated callable keeps its signature, `__wrapped__`, and method binding.
+There is one wrapper per kind of callable, chosen once at decoration time, because each kind
+ends its span at a different moment: on return, when the coroutine finishes, or when the stream
+is exhausted, closed or fails.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from types import TracebackType
+from typing import Any, Final, TypeVar, overload
+
+import wrapt
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, Status, StatusCode
+
+from brixo_otel import _runtime
+from brixo_otel import attributes as attrs
+from brixo_otel._instrument._scope import (
+    INTERACTION_KEY,
+    MESSAGE_KEY,
+    InteractionScope,
+    MessageScope,
+)
+from brixo_otel._instrument._stepping import InContext, step_sync
+from brixo_otel._internal import guard
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: An id given to a decorator: a fixed string, or a function of the call's bound arguments.
+IdSource = str | Callable[[Mapping[str, Any]], "str | None"] | None
+
+_MISSING: Final = object()
+
+
+class _IdResolver:
+    """Turns one `IdSource` into the id of a given call; the plan is fixed at decoration time."""
+
+    __slots__ = ("_compute", "_fixed", "_param_index", "_param_name", "_signature")
+
+    def __init__(self, argument: str, source: object, func: Callable[..., Any]) -> None:
+        self._fixed: str | None = None
+        self._compute: Callable[[Mapping[str, Any]], object] | None = None
+        self._param_name: str | None = None
+        self._param_index: int | None = None
+        self._signature: inspect.Signature | None = None
+        if isinstance(source, str):
+            if not source:
+                raise TypeError(f"{argument} must not be an empty string")
+            self._fixed = source
+        elif callable(source):
+            self._compute = source
+            self._signature = _signature(func)
+        elif source is None:
+            signature = _signature(func)
+            parameter = signature.parameters.get(argument) if signature else None
+            if parameter is not None:
+                self._param_name = argument
+                if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+                    self._param_index = list(signature.parameters).index(argument)  # type: ignore[union-attr]
+        else:
+            raise TypeError(
+                f"{argument} must be a string (a fixed id), a callable that receives the call's "
+                f"arguments by name and returns the id, or None (use the function's own "
+                f"'{argument}' parameter, or set_message_id() inside); got "
+                f"{type(source).__name__} {source!r}"
+            )
+
+    def resolve(
+        self, instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> str | None:
+        if self._fixed is not None:
+            return self._fixed
+        value: object = None
+        if self._compute is not None:
+            with guard("computing an id from the call's arguments"):
+                value = self._compute(self._bound_arguments(instance, args, kwargs))
+        elif self._param_name is not None:
+            value = kwargs.get(self._param_name, _MISSING)
+            if value is _MISSING:
+                value = None
+                if self._param_index is not None:
+                    index = self._param_index - (1 if instance is not None else 0)
+                    if 0 <= index < len(args):
+                        value = args[index]
+        if value is None or isinstance(value, str):
+            return value or None
+        return str(value)
+
+    def _bound_arguments(
+        self, instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Mapping[str, Any]:
+        if self._signature is None:
+            return dict(kwargs)
+        if instance is not None:  # wrapt hands us the arguments without self / cls
+            args = (instance, *args)
+        bound = self._signature.bind_partial(*args, **kwargs)
+        bound.apply_defaults()
+        return bound.arguments
+
+
+def _signature(func: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(getattr(func, "__func__", func))
+    except (TypeError, ValueError):
+        return None
+
+
+def _record_failure(span: Span, exc: BaseException) -> None:
+    span.record_exception(exc)
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+
+
+class _Traced:
+    """What one decorated callable does on each call: open a scope and its span."""
+
+    __slots__ = ("_conversation_id", "_is_interaction", "_message_id", "_name")
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        message_id: _IdResolver | None = None,
+        conversation_id: _IdResolver | None = None,
+        is_interaction: bool = False,
+    ) -> None:
+        self._name = name
+        self._message_id = message_id
+        self._conversation_id = conversation_id
+        self._is_interaction = is_interaction
+
+    def open(
+        self, instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Span, Context]:
+        """Start the span in a context that carries the scope; return both."""
+        parent = otel_context.get_current()
+        if self._is_interaction:
+            span = _runtime.tracer.start_span(
+                self._name, context=parent, attributes={attrs.SPAN_KIND: attrs.SPAN_KIND_ROOT}
+            )
+            ctx = otel_context.set_value(INTERACTION_KEY, InteractionScope(span), parent)
+            return span, trace.set_span_in_context(span, ctx)
+        assert self._message_id is not None and self._conversation_id is not None
+        scope = MessageScope(
+            self._message_id.resolve(instance, args, kwargs),
+            self._conversation_id.resolve(instance, args, kwargs),
+        )
+        ctx = otel_context.set_value(MESSAGE_KEY, scope, parent)
+        span = _runtime.tracer.start_span(self._name, context=ctx)
+        scope.span = span
+        return span, trace.set_span_in_context(span, ctx)
+
+    def wrap(self, func: F) -> F:
+        target = getattr(func, "__func__", func)
+        if inspect.isasyncgenfunction(target):
+            return wrapt.decorator(self._call_async_generator)(func)  # type: ignore[no-any-return]
+        if inspect.isgeneratorfunction(target):
+            return wrapt.decorator(self._call_generator)(func)  # type: ignore[no-any-return]
+        if inspect.iscoroutinefunction(target):
+            return wrapt.decorator(self._call_coroutine)(func)  # type: ignore[no-any-return]
+        return wrapt.decorator(self._call)(func)  # type: ignore[no-any-return]
+
+    def _call(
+        self,
+        wrapped: Callable[..., Any],
+        instance: object,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        span, ctx = self.open(instance, args, kwargs)
+        token = otel_context.attach(ctx)
+        try:
+            return wrapped(*args, **kwargs)
+        except Exception as exc:
+            _record_failure(span, exc)
+            raise
+        finally:
+            otel_context.detach(token)
+            span.end()
+
+    async def _call_coroutine(
+        self,
+        wrapped: Callable[..., Any],
+        instance: object,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        span, ctx = self.open(instance, args, kwargs)
+        token = otel_context.attach(ctx)
+        try:
+            return await wrapped(*args, **kwargs)
+        except Exception as exc:
+            _record_failure(span, exc)
+            raise
+        finally:
+            otel_context.detach(token)
+            span.end()
+
+    def _call_generator(
+        self,
+        wrapped: Callable[..., Any],
+        instance: object,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Generator[Any, Any, Any]:
+        span, ctx = self.open(instance, args, kwargs)
+        step_ctx = contextvars.copy_context()
+        step_ctx.run(otel_context.attach, ctx)
+        try:
+            return (yield from step_sync(step_ctx, step_ctx.run(wrapped, *args, **kwargs)))
+        except Exception as exc:
+            _record_failure(span, exc)
+            raise
+        finally:
+            span.end()
+
+    async def _call_async_generator(
+        self,
+        wrapped: Callable[..., Any],
+        instance: object,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> AsyncGenerator[Any, Any]:
+        # The same delegation as `step_sync`, spelled out: async generators have no `yield from`.
+        span, ctx = self.open(instance, args, kwargs)
+        step_ctx = contextvars.copy_context()
+        step_ctx.run(otel_context.attach, ctx)
+        try:
+            agen = step_ctx.run(wrapped, *args, **kwargs)
+            to_send: Any = None
+            to_throw: BaseException | None = None
+            while True:
+                try:
+                    if to_throw is None:
+                        item = await InContext(step_ctx, agen.asend(to_send))
+                    else:
+                        item = await InContext(step_ctx, agen.athrow(to_throw))
+                except StopAsyncIteration:
+                    return
+                try:
+                    to_send, to_throw = (yield item), None
+                except GeneratorExit:
+                    await InContext(step_ctx, agen.aclose())
+                    raise
+                except BaseException as exc:  # thrown in by the consumer: forward it
+                    to_send, to_throw = None, exc
+        except Exception as exc:
+            _record_failure(span, exc)
+            raise
+        finally:
+            span.end()
+
+
+def _qualified_name(func: Callable[..., Any]) -> str:
+    target = getattr(func, "__func__", func)
+    return str(getattr(target, "__qualname__", None) or getattr(target, "__name__", "message"))
+
+
+def _check_name(name: object) -> str | None:
+    if name is not None and not (isinstance(name, str) and name):
+        raise TypeError(f"name must be a non-empty string or None, got {name!r}")
+    return name
+
+
+@overload
+def message(func: F, /) -> F: ...
+@overload
+def message(
+    *, message_id: IdSource = None, conversation_id: IdSource = None, name: str | None = None
+) -> Callable[[F], F]: ...
+def message(
+    func: Callable[..., Any] | None = None,
+    /,
+    *,
+    message_id: IdSource = None,
+    conversation_id: IdSource = None,
+    name: str | None = None,
+) -> Any:
+    """Trace each call as the span of one assistant message, carrying the app's message id.
+
+    `message_id` / `conversation_id`: a fixed string, or a callable that receives the call's
+    arguments by name and returns the id; given neither, a parameter of the function with that
+    name supplies it, and `set_message_id()` can bind it inside the call. Every span started
+    during the call carries the ids, and the finished span is indexed so that feedback on the
+    message joins its trace.
+    """
+    if isinstance(func, str):
+        raise TypeError(
+            "message() takes its ids by keyword: @message(message_id=..., conversation_id=...)"
+        )
+    _check_name(name)
+
+    def decorate(target: F) -> F:
+        if not callable(target) and not isinstance(target, (classmethod, staticmethod)):
+            raise TypeError(f"@message decorates a callable, got {type(target).__name__}")
+        traced = _Traced(
+            name or _qualified_name(target),
+            message_id=_IdResolver("message_id", message_id, target),
+            conversation_id=_IdResolver("conversation_id", conversation_id, target),
+        )
+        return traced.wrap(target)
+
+    return decorate if func is None else decorate(func)  # type: ignore[arg-type]
+
+
+@overload
+def interaction(func: F, /) -> F: ...
+@overload
+def interaction(*, name: str | None = None) -> Callable[[F], F]: ...
+@overload
+def interaction(name: str | None, /) -> Callable[[F], F]: ...
+def interaction(func: Callable[..., Any] | str | None = None, /, *, name: str | None = None) -> Any:
+    """Trace each call as the root span of one user interaction (`brixo.span.kind = ROOT`).
+
+    `Brixo.begin_context` / `update_context` / `end_context` write the account, user, session
+    and content attributes onto this span. `@interaction("name")` is accepted as the vendor SDK
+    spells it.
+    """
+    if isinstance(func, str):
+        name, func = func, None
+    _check_name(name)
+
+    def decorate(target: F) -> F:
+        traced = _Traced(name or _qualified_name(target), is_interaction=True)
+        return traced.wrap(target)
+
+    return decorate if func is None else decorate(func)  # type: ignore[arg-type]
+
+
+class message_span:
+    """The span of one assistant message, for code that is not a single function call.
+
+    Usable as `with` and `async with`; inside, every span carries the ids, and `set_message_id`
+    binds an id learned later.
+    """
+
+    __slots__ = ("_span", "_token", "_traced")
+
+    def __init__(
+        self,
+        message_id: str | None = None,
+        conversation_id: str | None = None,
+        name: str | None = None,
+    ) -> None:
+        for argument, value in (("message_id", message_id), ("conversation_id", conversation_id)):
+            if value is not None and not (isinstance(value, str) and value):
+                raise TypeError(f"{argument} must be a non-empty string or None, got {value!r}")
+        self._traced = _Traced(
+            _check_name(name) or "message",
+            message_id=_IdResolver("message_id", message_id, _no_parameters),
+            conversation_id=_IdResolver("conversation_id", conversation_id, _no_parameters),
+        )
+        self._span: Span | None = None
+        self._token: object = None
+
+    def __enter__(self) -> Span:
+        span, ctx = self._traced.open(None, (), {})
+        self._span = span
+        self._token = otel_context.attach(ctx)
+        return span
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        span, self._span = self._span, None
+        if span is None:
+            return
+        if isinstance(exc, Exception):
+            _record_failure(span, exc)
+        otel_context.detach(self._token)  # type: ignore[arg-type]
+        span.end()
+
+    async def __aenter__(self) -> Span:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+def _no_parameters() -> None:
+    """Stands for 'no function': `message_span` ids are fixed or bound later."""

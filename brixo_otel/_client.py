@@ -106,11 +106,13 @@ class Client:
         # The app's provider keeps its own resource; we carry our resource values on the spans
         # we tag instead, so Brixo still knows which app and version produced them.
         existing = provider.resource.attributes
-        missing = {k: v for k, v in self._resource_attributes().items() if k not in existing}
+        self.root_span_attributes = {
+            name: value
+            for name, value in self._resource_attributes().items()
+            if name not in existing and name != attrs.SDK_VERSION
+        }
         self._span_processor = BrixoSpanProcessor(
-            self.span_index,
-            indexed_attributes=DEFAULT_INDEXED_ATTRIBUTES,
-            span_attributes=missing,
+            self.span_index, indexed_attributes=DEFAULT_INDEXED_ATTRIBUTES
         )
         provider.add_span_processor(self._span_processor)
         return provider
@@ -290,7 +292,7 @@ def set_default(client: Client) -> Client | None:
     global _default
     with _default_lock:
         previous, _default = _default, client
-    _runtime.use_tracer(client.tracer)
+    _runtime.use_tracer(client.tracer, client.root_span_attributes)
     return previous
 
 
@@ -304,4 +306,3 @@ def clear_default(client: Client) -> None:
         if _default is client:
             _default = None
             _runtime.use_tracer(None)
-

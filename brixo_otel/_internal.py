@@ -12,8 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 
 logger = logging.getLogger("brixo_otel")
 
@@ -29,7 +28,7 @@ def raise_internal_errors() -> bool:
 
 
 def log_rate_limited(
-    level: int, key: str, message: str, *args: object, exc_info: bool = False
+    level: int, key: str, message: str, *args: object, exc_info: object = False
 ) -> bool:
     """Log `message` unless the same `key` was logged within `LOG_INTERVAL_SECONDS`.
 
@@ -41,7 +40,7 @@ def log_rate_limited(
         if last is not None and now - last < LOG_INTERVAL_SECONDS:
             return False
         _last_logged[key] = now
-    logger.log(level, message, *args, exc_info=exc_info)
+    logger.log(level, message, *args, exc_info=exc_info)  # type: ignore[arg-type]
     return True
 
 
@@ -51,18 +50,36 @@ def reset_rate_limits() -> None:
         _last_logged.clear()
 
 
-@contextmanager
-def guard(step: str) -> Iterator[None]:
-    """Run an internal step; log (rate-limited) and swallow its failure."""
-    try:
-        yield
-    except Exception:
+class guard:  # noqa: N801 - reads as a function: `with guard("step"):`
+    """Run an internal step; log (rate-limited) and swallow its failure.
+
+    A class rather than `@contextmanager`: it runs on hot paths (span end, feedback), where a
+    generator-based context manager costs several times more.
+    """
+
+    __slots__ = ("_step",)
+
+    def __init__(self, step: str) -> None:
+        self._step = step
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if exc is None or not isinstance(exc, Exception):
+            return False
         if raise_internal_errors():
-            raise
+            return False
         log_rate_limited(
             logging.ERROR,
-            f"internal:{step}",
+            f"internal:{self._step}",
             "brixo_otel: internal error in %s",
-            step,
-            exc_info=True,
+            self._step,
+            exc_info=(exc_type, exc, tb),
         )
+        return True

@@ -6,6 +6,8 @@ here on every call (a module attribute read), so they follow the current client.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from opentelemetry import trace
 
 from brixo_otel._version import __version__
@@ -16,6 +18,14 @@ INSTRUMENTATION_NAME = "brixo_otel"
 tracer: trace.Tracer = trace.get_tracer(INSTRUMENTATION_NAME, __version__)
 
 
-def use_tracer(new_tracer: trace.Tracer | None) -> None:
-    global tracer
+#: Set on the message and interaction spans we start: the `brixo.*` resource values that the
+#: app's own TracerProvider lacks (we join its provider, so we cannot change its resource).
+root_span_attributes: Mapping[str, str] = {}
+
+
+def use_tracer(
+    new_tracer: trace.Tracer | None, span_attributes: Mapping[str, str] | None = None
+) -> None:
+    global tracer, root_span_attributes
     tracer = new_tracer or trace.get_tracer(INSTRUMENTATION_NAME, __version__)
+    root_span_attributes = dict(span_attributes or {})

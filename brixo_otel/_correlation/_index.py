@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from opentelemetry.trace import SpanContext
 from opentelemetry.util.types import AttributeValue
 
 
-@dataclass(frozen=True)
-class IndexedSpan:
+class IndexedSpan(NamedTuple):
+    """A rated message's span context and the dimensions kept from it.
+
+    A NamedTuple, not a dataclass: one is built at the end of every message span.
+    """
+
     span_context: SpanContext
     attributes: Mapping[str, AttributeValue]
 
@@ -34,7 +36,10 @@ class SpanIndex(Protocol):
 
 
 class InMemorySpanIndex:
-    """Bounded LRU with a TTL: O(1) put and get, never more than `max_entries` held.
+    """Bounded by count, expiring by age: O(1) put and get, never more than `max_entries` held.
+
+    Entries are evicted oldest-written first. A plain dict keeps write order, which is also
+    expiry order, so both rules are served by looking at its first entry.
 
     Holds the messages of this process only; feedback handled by another process needs a shared
     index or a link token.
@@ -53,29 +58,32 @@ class InMemorySpanIndex:
         self._max_entries = max_entries
         self._ttl = ttl_seconds
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, IndexedSpan]] = OrderedDict()
+        # expiry, span context, attributes: a plain tuple, as one is built per message span
+        self._entries: dict[str, tuple[float, SpanContext, Mapping[str, AttributeValue]]] = {}
         self._lock = threading.Lock()
 
     def put(
         self, message_id: str, span_context: SpanContext, attributes: Mapping[str, AttributeValue]
     ) -> None:
-        entry = (self._clock() + self._ttl, IndexedSpan(span_context, dict(attributes)))
+        """Keep `attributes` as given (not copied): callers hand over a mapping they own."""
+        entry = (self._clock() + self._ttl, span_context, attributes)
+        entries = self._entries
         with self._lock:
-            self._entries[message_id] = entry
-            self._entries.move_to_end(message_id)
-            while len(self._entries) > self._max_entries:
-                self._entries.popitem(last=False)
+            entries.pop(message_id, None)  # re-inserted at the end: newest
+            entries[message_id] = entry
+            if len(entries) > self._max_entries:
+                del entries[next(iter(entries))]
 
     def get(self, message_id: str) -> IndexedSpan | None:
         with self._lock:
             entry = self._entries.get(message_id)
             if entry is None:
                 return None
-            expires_at, indexed = entry
+            expires_at, span_context, attributes = entry
             if expires_at <= self._clock():
                 del self._entries[message_id]
                 return None
-            return indexed
+        return IndexedSpan(span_context, attributes)
 
     def __len__(self) -> int:
         with self._lock:

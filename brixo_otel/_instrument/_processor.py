@@ -7,10 +7,11 @@ context in the span index, which is how later feedback finds the trace it rates.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
@@ -31,8 +32,6 @@ if TYPE_CHECKING:
 class BrixoSpanProcessor(SpanProcessor):
     """Tags spans with message and conversation ids, and indexes finished message spans.
 
-    `span_attributes` are added to every span we tag; they carry the `brixo.*` resource values
-    when the app brought its own TracerProvider (whose resource we must not replace).
     `indexed_attributes` are the attributes of a message span worth keeping next to its span
     context (the model, the agent version), so feedback metrics can be dimensioned by them.
     """
@@ -42,11 +41,9 @@ class BrixoSpanProcessor(SpanProcessor):
         index: SpanIndex | None,
         *,
         indexed_attributes: Sequence[str] = (),
-        span_attributes: Mapping[str, str] | None = None,
     ) -> None:
         self._index = index
-        self._indexed_attributes = tuple(indexed_attributes)
-        self._span_attributes = dict(span_attributes or {})
+        self._indexed_attributes = frozenset(indexed_attributes)
         self._open_messages: dict[int, MessageScope] = {}
         self._enabled = True
 
@@ -57,9 +54,12 @@ class BrixoSpanProcessor(SpanProcessor):
         message = ctx.get(MESSAGE_KEY)
         conversation_id = ctx.get(CONVERSATION_KEY)
         if isinstance(message, MessageScope):
-            if message.span_id is None:  # the first span of a scope is the message span
+            if message.span_id is None:
+                # The first span of a scope is the message span; the decorator started it with
+                # its ids already set, which is cheaper than setting them one by one here.
                 message.span_id = span.context.span_id
                 self._open_messages[message.span_id] = message
+                return
             if message.message_id is not None:
                 span.set_attribute(attrs.MESSAGE_ID, message.message_id)
             if message.conversation_id is not None:
@@ -71,25 +71,21 @@ class BrixoSpanProcessor(SpanProcessor):
         if isinstance(conversation_id, str):
             span.set_attribute(attrs.SESSION_ID, conversation_id)
             span.set_attribute(attrs.GEN_AI_CONVERSATION_ID, conversation_id)
-        if self._span_attributes and (message is not None or conversation_id is not None):
-            span.set_attributes(self._span_attributes)
 
     def on_end(self, span: ReadableSpan) -> None:
-        if not self._open_messages:
+        open_messages = self._open_messages
+        if not open_messages:
             return
         span_context = span.context
-        if span_context is None:
-            return
-        message = self._open_messages.pop(span_context.span_id, None)
+        message = open_messages.pop(span_context.span_id, None) if span_context else None
         if message is None or message.message_id is None or self._index is None:
             return
         with guard("indexing a message span"):
-            span_attributes = span.attributes or {}
-            kept = {
-                name: span_attributes[name]
-                for name in self._indexed_attributes
-                if name in span_attributes
-            }
+            # A plain dict copy first: lookups on the SDK's attribute mapping are much slower.
+            recorded = span.attributes or {}
+            values = recorded.copy() if isinstance(recorded, BoundedAttributes) else recorded
+            wanted = self._indexed_attributes
+            kept = {name: value for name, value in values.items() if name in wanted}
             self._index.put(message.message_id, span_context, kept)
 
     def disable(self) -> None:

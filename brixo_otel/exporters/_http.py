@@ -1,0 +1,269 @@
+"""HTTP plumbing shared by every exporter that talks to a web API.
+
+Each destination speaks its own request format, but they all answer in HTTP, and the reliability
+rules (RELIABILITY.md, sections 5 and 6) are the same for all of them. Keeping the classification,
+the `Retry-After` parsing and the endpoint safety check here means a new destination cannot get
+them subtly different.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timezone
+from email.utils import parsedate_to_datetime
+from typing import Final
+from urllib.parse import urlsplit
+
+import httpx
+from opentelemetry import context as otel_context
+
+from brixo_otel._errors import ConfigurationError
+from brixo_otel._version import __version__
+from brixo_otel.exporters._base import DeliveryResult, DeliveryStatus
+
+#: Sent with every request so destinations can tell our traffic (and its version) apart.
+USER_AGENT: Final = f"brixo-otel/{__version__} python-httpx/{httpx.__version__}"
+
+#: Connect fast (a down endpoint should not hold a worker thread long), read patiently.
+DEFAULT_TIMEOUT: Final = httpx.Timeout(10.0, connect=3.0)
+
+#: The processor exports from a handful of threads at once; a few kept-alive connections serve
+#: them without re-handshaking TLS on every signal.
+DEFAULT_LIMITS: Final = httpx.Limits(
+    max_connections=8, max_keepalive_connections=8, keepalive_expiry=30.0
+)
+
+#: Longest error detail kept in a reason: enough to diagnose, short enough for a log line.
+MAX_DETAIL_CHARS: Final = 300
+
+#: Most of an answer's body read: an error page can be large, and only its start explains it.
+MAX_BODY_BYTES: Final = 64 * 1024
+
+_DELTA_SECONDS: Final = re.compile(r"^\d+(\.\d+)?$")
+_WHITESPACE: Final = re.compile(r"\s+")
+_USERINFO: Final = re.compile(r"//[^/?#]*@")
+
+
+def new_client(timeout: httpx.Timeout | None = None) -> httpx.Client:
+    """One pooled client per exporter, shared by the processor's threads (it is thread-safe)."""
+    return httpx.Client(
+        timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
+        limits=DEFAULT_LIMITS,
+        follow_redirects=False,
+    )
+
+
+@contextmanager
+def instrumentation_suppressed() -> Iterator[None]:
+    """Keep an app's httpx instrumentation from tracing our deliveries.
+
+    Otherwise every signal would produce a client span, and a span exporter that is itself
+    traced could feed on its own output.
+    """
+    token = otel_context.attach(
+        otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True)
+    )
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+def _redacted(url: str) -> str:
+    """The URL as safe to print: credentials in it are replaced, never echoed.
+
+    Done on the text, so it works on URLs too broken to parse (those are what error messages
+    show).
+    """
+    return _USERINFO.sub("//***@", url)
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether `host` never leaves this machine, so plain http cannot be sniffed on a network."""
+    host = host.lower().rstrip(".")
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def check_endpoint_url(url: str, *, allow_insecure_http: bool, setting: str) -> str:
+    """Refuse, at configuration time, an endpoint that would leak the key or can never work.
+
+    Plain http is refused to any host but loopback, because the API key travels in a header;
+    `allow_insecure_http=True` is the explicit opt-out (e.g. a TLS-terminating sidecar on a
+    private network). `setting` names the argument or environment variable in the error, so the
+    user knows what to fix. Returns the URL without surrounding whitespace.
+    """
+    if not isinstance(url, str):
+        raise ConfigurationError(f"{setting} must be a string URL, got {type(url).__name__}")
+    url = url.strip()
+    shown = _redacted(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port validates it
+    except ValueError as exc:
+        raise ConfigurationError(f"{setting} {shown!r} is not a valid URL: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ConfigurationError(
+            f"{setting} {shown!r} must start with https:// (or http:// for a local server); "
+            "e.g. 'https://api.brixo.com'"
+        )
+    if not parts.hostname:
+        raise ConfigurationError(f"{setting} {shown!r} has no host; e.g. 'https://api.brixo.com'")
+    if scheme == "http" and not allow_insecure_http and not is_loopback_host(parts.hostname):
+        raise ConfigurationError(
+            f"{setting} {shown!r} uses plain http to a host that is not loopback, which would "
+            "send the API key unencrypted; use https://, or pass allow_insecure_http=True if "
+            "the network path is trusted"
+        )
+    return url
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` value, or None when the backoff should decide.
+
+    Accepts delta-seconds (decimals tolerated) and HTTP dates. A date in the past or a value we
+    cannot read gives None rather than 0, so a confused server cannot make us hammer it; large
+    values are returned as given, because the processor clamps them (and logs that it did).
+    `now` (epoch seconds) exists for tests.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    if _DELTA_SECONDS.match(text):
+        seconds = float(text)
+        return seconds if math.isfinite(seconds) else None
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:  # "-0000" means UTC with no known local zone (RFC 5322)
+        when = when.replace(tzinfo=timezone.utc)
+    delta = when.timestamp() - (time.time() if now is None else now)
+    return delta if delta >= 0 else None
+
+
+def truncate(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
+    """Collapse whitespace and cut to `limit` characters, marking the cut."""
+    text = _WHITESPACE.sub(" ", text).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def error_detail(body: bytes) -> str:
+    """What an error answer says, for a reason: JSON:API `errors[].detail`, else the text.
+
+    Proxies and load balancers answer with HTML or plain text, and some APIs with
+    `{"message": ...}`; a reason should carry whatever explains the failure.
+    """
+    if not body:
+        return ""
+    text = body.decode("utf-8", errors="replace")
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return truncate(text)
+    if isinstance(document, dict):
+        errors = document.get("errors")
+        if isinstance(errors, list):
+            details = [
+                str(error.get("detail") or error.get("title") or "")
+                for error in errors
+                if isinstance(error, dict)
+            ]
+            joined = "; ".join(detail for detail in details if detail)
+            if joined:
+                return truncate(joined)
+        for key in ("detail", "message", "error"):
+            if isinstance(document.get(key), str) and document[key]:
+                return truncate(document[key])
+    return truncate(text)
+
+
+def read_bounded(response: httpx.Response, limit: int = MAX_BODY_BYTES) -> bytes:
+    """Read at most `limit` bytes of a streamed body; an unreadable body reads as empty.
+
+    The status line already decided the outcome; the body only explains it, so a huge, broken
+    or never-ending body must not turn a clear answer into a timeout.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        for chunk in response.iter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= limit:
+                break
+    except httpx.HTTPError:
+        pass
+    return b"".join(chunks)[:limit]
+
+
+def classify_status(
+    status: int, *, detail: str = "", retry_after: str | None = None, location: str | None = None
+) -> DeliveryResult:
+    """Map an HTTP answer to what the processor should do (RELIABILITY.md, section 5)."""
+    reason = f"HTTP {status}: {detail}" if detail else f"HTTP {status}"
+    if 200 <= status < 300:
+        return DeliveryResult.delivered()
+    if status in (429, 503):
+        return DeliveryResult(
+            DeliveryStatus.THROTTLED, reason, retry_after=parse_retry_after(retry_after)
+        )
+    if status in (401, 403):
+        return DeliveryResult(DeliveryStatus.UNAUTHORIZED, reason)
+    if status == 404:
+        return DeliveryResult(DeliveryStatus.NOT_FOUND, reason)
+    if status == 408:
+        return DeliveryResult(
+            DeliveryStatus.RETRY, reason, retry_after=parse_retry_after(retry_after)
+        )
+    if 400 <= status < 500:
+        return DeliveryResult(DeliveryStatus.PERMANENT, reason)
+    if 300 <= status < 400:
+        # A redirect usually means a mistyped base URL or an http->https hop; retrying keeps
+        # the signals while the configuration is fixed, and we never resend the key elsewhere.
+        where = f" to {truncate(location)}" if location else ""
+        return DeliveryResult(
+            DeliveryStatus.RETRY, f"HTTP {status}: redirect{where} not followed; check the URL"
+        )
+    return DeliveryResult(DeliveryStatus.RETRY, reason, retry_after=parse_retry_after(retry_after))
+
+
+def classify_response(response: httpx.Response) -> DeliveryResult:
+    """Classify a streamed response, reading only as much of its body as explains an error.
+
+    A success body is read too (bounded), so its connection goes back to the pool for reuse.
+    """
+    body = read_bounded(response)
+    if 200 <= response.status_code < 300:
+        return DeliveryResult.delivered()
+    return classify_status(
+        response.status_code,
+        detail=error_detail(body),
+        retry_after=response.headers.get("retry-after"),
+        location=response.headers.get("location"),
+    )
+
+
+def classify_exception(exc: Exception) -> DeliveryResult:
+    """Any failure to get an answer is transient: the endpoint may be back in a moment."""
+    message = truncate(str(exc))
+    name = type(exc).__name__
+    return DeliveryResult(DeliveryStatus.RETRY, f"{name}: {message}" if message else name)

@@ -1,0 +1,138 @@
+"""`feedback()` input: refused at the call with a message that names the field and what is
+accepted, before anything is queued."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import brixo_otel
+from brixo_otel._signals._model import (
+    MAX_ID_LENGTH,
+    MAX_USER_MESSAGE_LENGTH,
+    Signal,
+    new_signal_id,
+    validate,
+)
+from brixo_otel.exporters import InMemorySignalExporter
+from tests.conftest import SpanCapture
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"value": "thumbs_sideways", "message_id": "m"}, "accepted: thumbs_up, thumbs_down"),
+        ({"value": None, "message_id": "m"}, "is not a feedback value"),
+        ({"value": "thumbs_up"}, "needs message_id"),
+        ({"value": "thumbs_up", "message_id": ""}, "message_id must not be empty"),
+        ({"value": "thumbs_up", "message_id": "   "}, "must not be empty or blank"),
+        ({"value": "thumbs_up", "conversation_id": 42}, "conversation_id must be a string"),
+        (
+            {"value": "thumbs_up", "message_id": "m" * (MAX_ID_LENGTH + 1)},
+            f"at most {MAX_ID_LENGTH}",
+        ),
+        (
+            {"value": "thumbs_up", "message_id": "m", "occurred_at": datetime(2026, 1, 1)},
+            "naive datetime",
+        ),
+        (
+            {"value": "thumbs_up", "message_id": "m", "occurred_at": "2026-02-03T14:22:10"},
+            "RFC 3339 timestamp with a zone",
+        ),
+        (
+            {"value": "thumbs_up", "message_id": "m", "occurred_at": "yesterday"},
+            "RFC 3339",
+        ),
+        (
+            {"value": "thumbs_up", "message_id": "m", "occurred_at": "2026-02-30T10:00:00Z"},
+            "not a valid date",
+        ),
+        ({"value": "thumbs_up", "message_id": "m", "occurred_at": 1700000000}, "got int"),
+        (
+            {
+                "value": "thumbs_up",
+                "message_id": "m",
+                "user_message": "x" * (MAX_USER_MESSAGE_LENGTH + 1),
+            },
+            f"at most {MAX_USER_MESSAGE_LENGTH}",
+        ),
+        ({"value": "thumbs_up", "message_id": "m", "user_message": 5}, "user_message must be"),
+    ],
+)
+def test_invalid_input_is_refused_before_anything_is_queued(
+    kwargs: dict[str, object], fragment: str, capture: SpanCapture
+) -> None:
+    memory = InMemorySignalExporter()
+    brixo_otel.configure(
+        tracer_provider=capture.provider,
+        traces_endpoint="none",
+        exporters=[memory],
+        outbox_path=":memory:",
+    )
+    value = kwargs.pop("value")
+    with pytest.raises(brixo_otel.InvalidSignal, match=fragment) as raised:
+        brixo_otel.feedback(value, **kwargs)  # type: ignore[arg-type]
+    assert isinstance(raised.value, ValueError)
+    assert brixo_otel.flush(timeout=5)
+    assert memory.signals() == []
+    assert capture.spans() == []
+
+
+def test_occurred_at_defaults_to_the_call_and_aware_times_become_utc() -> None:
+    before = datetime.now(timezone.utc)
+    signal = validate("thumbs_up", message_id="m")
+    assert before <= signal.occurred_at <= datetime.now(timezone.utc)
+
+    paris = timezone(timedelta(hours=1))
+    converted = validate(
+        "thumbs_down", message_id="m", occurred_at=datetime(2026, 2, 3, 15, 22, 10, tzinfo=paris)
+    )
+    assert converted.occurred_at == datetime(2026, 2, 3, 14, 22, 10, tzinfo=timezone.utc)
+    from_text = validate(
+        "thumbs_up", message_id="m", occurred_at="2026-02-03T15:22:10.123456789+01:00"
+    )
+    assert from_text.occurred_at == datetime(2026, 2, 3, 14, 22, 10, 123456, tzinfo=timezone.utc)
+
+
+def test_target_follows_the_ids_given() -> None:
+    assert validate("thumbs_up", message_id="m", conversation_id="c").target == "message"
+    assert validate("thumbs_up", message_id="m", conversation_id="c").target_id == "m"
+    conversation = validate("thumbs_up", conversation_id="c")
+    assert (conversation.target, conversation.target_id) == ("conversation", "c")
+
+
+def test_signal_ids_are_unique_uuid7_and_sortable() -> None:
+    ids = [new_signal_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    assert all(i[14] == "7" for i in ids)
+    assert ids[0][:8] <= ids[-1][:8]
+
+
+@given(
+    value=st.sampled_from(["thumbs_up", "thumbs_down"]),
+    message_id=st.text(min_size=1, max_size=60).filter(str.strip),
+    user_message=st.none() | st.text(max_size=200),
+    occurred_at=st.datetimes(
+        min_value=datetime(1971, 1, 1),
+        max_value=datetime(9000, 1, 1),
+        timezones=st.just(timezone.utc),
+    ),
+)
+def test_signal_survives_the_outbox_encoding(
+    value: str, message_id: str, user_message: str | None, occurred_at: datetime
+) -> None:
+    signal = validate(
+        value, message_id=message_id, user_message=user_message, occurred_at=occurred_at
+    )
+    restored = Signal.from_json(signal.to_json())
+    assert restored.id == signal.id
+    assert (restored.value, restored.message_id, restored.user_message) == (
+        value,
+        message_id,
+        user_message,
+    )
+    # the wire carries milliseconds
+    assert abs(restored.occurred_at - signal.occurred_at) < timedelta(milliseconds=1)

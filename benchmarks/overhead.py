@@ -3,10 +3,10 @@
 "Raw span" is what a careful engineer writes by hand for the same result:
 `tracer.start_as_current_span(name, attributes={"brixo.message_id": ...})` around the call. The
 ratio against a raw span *without* the attribute is printed too, so the cost of the id itself is
-visible. Everything runs in one process on one TracerProvider (a BatchSpanProcessor over an exporter that
-discards, plus brixo-otel's tagging processor, as in production), and the cases are interleaved
-round by round, so the machine's drift hits all of them alike. Per-call times are the median over
-rounds; ratios are decorated / raw.
+visible. Everything runs in one process on one TracerProvider (a BatchSpanProcessor over an
+exporter that discards, plus brixo-otel's tagging processor, as in production), and the cases are
+interleaved round by round, so the machine's drift hits all of them alike. Per-call times are
+the median over rounds; ratios are decorated / raw.
 
     python benchmarks/overhead.py [--rounds N] [--calls N]
 """
@@ -116,7 +116,7 @@ def build_cases(provider: TracerProvider) -> dict[str, Callable[[], Any]]:
 
 def measure(cases: dict[str, Callable[[int], None]], rounds: int, calls: int) -> dict[str, float]:
     samples: dict[str, list[float]] = {name: [] for name in cases}
-    for name, run in cases.items():  # warm up
+    for run in cases.values():  # warm up
         run(max(1, calls // 10))
     for _ in range(rounds):
         for name, run in cases.items():

@@ -14,6 +14,8 @@ from brixo_otel._errors import ConfigurationError
 from brixo_otel._instrument._decorators import interaction, message, message_span
 from brixo_otel._instrument._scope import conversation, set_message_id
 from brixo_otel._signals._model import InvalidSignal, Signal
+from brixo_otel._signals._outbox import OutboxLimits
+from brixo_otel._signals._retry import RetryPolicy
 from brixo_otel._version import __version__
 
 logging.getLogger("brixo_otel").addHandler(logging.NullHandler())
@@ -23,6 +25,8 @@ __all__ = [
     "Client",
     "ConfigurationError",
     "InvalidSignal",
+    "OutboxLimits",
+    "RetryPolicy",
     "Signal",
     "__version__",
     "afeedback",

@@ -22,6 +22,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/signals.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -7,6 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
+import brixo_otel
+from brixo_otel.testing import SpanCapture
+
 # Our own bugs must fail our tests rather than be swallowed by the telemetry guard.
 os.environ["BRIXO_OTEL_RAISE_INTERNAL_ERRORS"] = "1"
 
@@ -28,37 +31,14 @@ def _clean_brixo_environment(
     brixo_otel.shutdown(timeout=2.0)
 
 
-class SpanCapture:
-    """A fresh SDK TracerProvider whose finished spans are kept in memory."""
-
-    def __init__(self) -> None:
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-        self.exporter = InMemorySpanExporter()
-        self.provider = TracerProvider()
-        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
-
-    def spans(self, name: str | None = None) -> list:  # type: ignore[type-arg]
-        finished = list(self.exporter.get_finished_spans())
-        return [s for s in finished if name is None or s.name == name]
-
-    def one(self, name: str):  # type: ignore[no-untyped-def]
-        found = self.spans(name)
-        assert len(found) == 1, f"expected one span named {name!r}, got {[s.name for s in self.spans()]}"
-        return found[0]
+@pytest.fixture
+def capture(span_capture: SpanCapture) -> SpanCapture:
+    """The plugin's `span_capture`, under the short name these tests use."""
+    return span_capture
 
 
 @pytest.fixture
-def capture() -> Iterator[SpanCapture]:
-    captured = SpanCapture()
-    yield captured
-    captured.provider.shutdown()
-
-
-@pytest.fixture
-def configured(capture: SpanCapture):  # type: ignore[no-untyped-def]
+def configured(capture: SpanCapture) -> Iterator[brixo_otel.Client]:
     """A default client on the capture provider, no network, no outbox file."""
     import brixo_otel
 

@@ -17,8 +17,7 @@ import pytest
 import brixo_otel
 from brixo_otel import RetryPolicy
 from brixo_otel._cli import main as cli
-from brixo_otel.testing import BrixoTestServer
-from tests.conftest import SpanCapture
+from brixo_otel.testing import BrixoTestServer, SpanCapture
 
 FAST = RetryPolicy(initial_backoff=0.02, max_backoff=0.2, max_retry_after=2.0)
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,7 +7,7 @@ import pytest
 import brixo_otel
 from brixo_otel import attributes as attrs
 from brixo_otel.exporters import InMemorySignalExporter
-from tests.conftest import SpanCapture
+from brixo_otel.testing import SpanCapture
 
 
 @pytest.fixture

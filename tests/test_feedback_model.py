@@ -18,7 +18,7 @@ from brixo_otel._signals._model import (
     validate,
 )
 from brixo_otel.exporters import InMemorySignalExporter
-from tests.conftest import SpanCapture
+from brixo_otel.testing import SpanCapture
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from opentelemetry.trace import StatusCode
 
 import brixo_otel
 from brixo_otel import attributes as attrs
-from tests.conftest import SpanCapture
+from brixo_otel.testing import SpanCapture
 
 pytestmark = pytest.mark.usefixtures("configured")
 

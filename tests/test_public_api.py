@@ -10,7 +10,7 @@ import pytest
 import brixo_otel
 from brixo_otel import _env
 from brixo_otel.exporters import InMemorySignalExporter
-from tests.conftest import SpanCapture
+from brixo_otel.testing import SpanCapture
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,8 +14,7 @@ from pathlib import Path
 import brixo_otel
 from brixo_otel import attributes as attrs
 from brixo_otel.exporters import InMemorySignalExporter
-from brixo_otel.testing import BrixoTestServer
-from tests.conftest import SpanCapture
+from brixo_otel.testing import BrixoTestServer, SpanCapture
 
 ROOT = Path(__file__).resolve().parent.parent
 

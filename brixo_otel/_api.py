@@ -8,11 +8,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 
 from brixo_otel import _client, _config
 from brixo_otel._client import Client, DeliveredHook, ErrorHook
 from brixo_otel._correlation._index import InMemorySpanIndex, SpanIndex
+from brixo_otel._correlation._metrics import DEFAULT_DIMENSIONS, check_dimensions
 from brixo_otel._errors import ConfigurationError
 from brixo_otel._internal import logger
 from brixo_otel._signals._model import Signal
@@ -43,13 +45,17 @@ def configure(
     outbox_limits: OutboxLimits | None = None,
     on_error: ErrorHook | None = None,
     on_delivered: DeliveredHook | None = None,
+    meter_provider: MeterProvider | None = None,
+    metric_dimensions: Sequence[str] | None = None,
 ) -> Client:
     """Set up brixo-otel for this process and make the new client the default.
 
     Arguments win over `BRIXO_*` environment variables. With an API key, traces go to Brixo by
     OTLP/HTTP and signals to the Signals API; `exporters=[...]` chooses the signal destinations
-    instead. Calling it again replaces the default client; the old one is shut down (its
-    undelivered signals stay in the outbox for the new one).
+    instead. Feedback metrics go to `meter_provider` (else the global one), dimensioned by
+    `metric_dimensions` (default: model, provider, agent version, environment; never ids).
+    Calling it again replaces the default client; the old one is shut down (its undelivered
+    signals stay in the outbox for the new one).
     """
     settings = _config.resolve(
         api_key=api_key,
@@ -65,6 +71,9 @@ def configure(
     if exporters is not None and not isinstance(exporters, Sequence):
         raise TypeError(f"exporters must be a list of SignalExporter, got {exporters!r}")
     index = _span_index(span_index)
+    dimensions = check_dimensions(
+        DEFAULT_DIMENSIONS if metric_dimensions is None else metric_dimensions
+    )
     with _configure_lock:
         previous = _client.current()
         if previous is not None:
@@ -78,6 +87,8 @@ def configure(
             outbox_limits=outbox_limits,
             on_error=on_error,
             on_delivered=on_delivered,
+            meter_provider=meter_provider,
+            metric_dimensions=dimensions,
         )
         _client.set_default(client)
     return client

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from opentelemetry import trace
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -27,6 +28,7 @@ from brixo_otel import attributes as attrs
 from brixo_otel._config import MEMORY_OUTBOX, Settings
 from brixo_otel._correlation._emit import emit_feedback_span
 from brixo_otel._correlation._index import InMemorySpanIndex, SpanIndex
+from brixo_otel._correlation._metrics import DEFAULT_DIMENSIONS, FeedbackMetrics
 from brixo_otel._instrument._processor import BrixoSpanProcessor
 from brixo_otel._internal import guard, log_rate_limited
 from brixo_otel._signals._model import Signal, validate
@@ -66,8 +68,15 @@ class Client:
         outbox_limits: OutboxLimits | None = None,
         on_error: ErrorHook | None = None,
         on_delivered: DeliveredHook | None = None,
+        meter_provider: MeterProvider | None = None,
+        metric_dimensions: Sequence[str] = DEFAULT_DIMENSIONS,
     ) -> None:
         self.settings = settings
+        self._meter_provider = meter_provider
+        self.metrics = FeedbackMetrics(meter_provider, metric_dimensions)
+        self._indexed_attributes = tuple(
+            dict.fromkeys((*DEFAULT_INDEXED_ATTRIBUTES, *metric_dimensions))
+        )
         self._closed = False
         self._lock = threading.Lock()
         self.span_index: SpanIndex = span_index if span_index is not None else InMemorySpanIndex()
@@ -112,7 +121,7 @@ class Client:
             if name not in existing and name != attrs.SDK_VERSION
         }
         self._span_processor = BrixoSpanProcessor(
-            self.span_index, indexed_attributes=DEFAULT_INDEXED_ATTRIBUTES
+            self.span_index, indexed_attributes=self._indexed_attributes, metrics=self.metrics
         )
         provider.add_span_processor(self._span_processor)
         return provider
@@ -164,6 +173,7 @@ class Client:
             policy=retry_policy or RetryPolicy(),
             on_error=on_error,
             on_delivered=on_delivered,
+            meter_provider=self._meter_provider,
         )
 
     # -- feedback ---------------------------------------------------------------------------
@@ -177,7 +187,7 @@ class Client:
         user_message: str | None = None,
         occurred_at: datetime | str | None = None,
     ) -> Signal:
-        """Validate, record in the rated trace, and commit for delivery; see `brixo_otel.feedback`."""
+        """Validate, record in the rated trace, commit for delivery: see `brixo_otel.feedback`."""
         signal = validate(
             value,
             message_id=message_id,
@@ -217,6 +227,9 @@ class Client:
                 rated = self.span_index.get(signal.message_id)
             emit_feedback_span(
                 self.tracer, signal, rated, capture_content=self.settings.capture_content
+            )
+            self.metrics.count_feedback(
+                signal.value, signal.target, rated.attributes if rated is not None else {}
             )
 
     def _enqueue(self, signal: Signal) -> None:

@@ -14,6 +14,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.util.types import AttributeValue
 
 from brixo_otel import attributes as attrs
 from brixo_otel._instrument._scope import (
@@ -27,13 +28,20 @@ from brixo_otel._internal import guard
 
 if TYPE_CHECKING:
     from brixo_otel._correlation._index import SpanIndex
+    from brixo_otel._correlation._metrics import FeedbackMetrics
+
+
+#: Spans inside open messages that we track at most; only spans that never end could reach it.
+_MAX_OPEN_CHILDREN = 100_000
 
 
 class BrixoSpanProcessor(SpanProcessor):
     """Tags spans with message and conversation ids, and indexes finished message spans.
 
-    `indexed_attributes` are the attributes of a message span worth keeping next to its span
-    context (the model, the agent version), so feedback metrics can be dimensioned by them.
+    `indexed_attributes` are the attributes worth keeping next to a message's span context
+    (the model, the agent version), so feedback can be dimensioned by them. They are gathered
+    from the message span and from the spans inside it: LLM instrumentations put the model on
+    their own child span, not on ours.
     """
 
     def __init__(
@@ -41,10 +49,14 @@ class BrixoSpanProcessor(SpanProcessor):
         index: SpanIndex | None,
         *,
         indexed_attributes: Sequence[str] = (),
+        metrics: FeedbackMetrics | None = None,
     ) -> None:
         self._index = index
+        self._metrics = metrics
         self._indexed_attributes = frozenset(indexed_attributes)
         self._open_messages: dict[int, MessageScope] = {}
+        #: span id of a span inside an open message → that message's scope
+        self._children: dict[int, MessageScope] = {}
         self._enabled = True
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
@@ -60,6 +72,10 @@ class BrixoSpanProcessor(SpanProcessor):
                 message.span_id = span.context.span_id
                 self._open_messages[message.span_id] = message
                 return
+            children = self._children
+            if len(children) >= _MAX_OPEN_CHILDREN:  # spans that never end must not pile up
+                children.clear()
+            children[span.context.span_id] = message
             if message.message_id is not None:
                 span.set_attribute(attrs.MESSAGE_ID, message.message_id)
             if message.conversation_id is not None:
@@ -73,20 +89,41 @@ class BrixoSpanProcessor(SpanProcessor):
             span.set_attribute(attrs.GEN_AI_CONVERSATION_ID, conversation_id)
 
     def on_end(self, span: ReadableSpan) -> None:
-        open_messages = self._open_messages
-        if not open_messages:
+        if not self._open_messages:
             return
         span_context = span.context
-        message = open_messages.pop(span_context.span_id, None) if span_context else None
-        if message is None or message.message_id is None or self._index is None:
+        if span_context is None:
+            return
+        span_id = span_context.span_id
+        child_of = self._children.pop(span_id, None)
+        if child_of is not None:
+            if child_of.span_id in self._open_messages:
+                with guard("gathering attributes of a message"):
+                    self._gather(child_of, span)
+            return
+        message = self._open_messages.pop(span_id, None)
+        if message is None:
             return
         with guard("indexing a message span"):
-            # A plain dict copy first: lookups on the SDK's attribute mapping are much slower.
-            recorded = span.attributes or {}
-            values = recorded.copy() if isinstance(recorded, BoundedAttributes) else recorded
-            wanted = self._indexed_attributes
-            kept = {name: value for name, value in values.items() if name in wanted}
-            self._index.put(message.message_id, span_context, kept)
+            kept = self._gather(message, span)
+            if self._metrics is not None:
+                self._metrics.count_message(kept)
+            if message.message_id is not None and self._index is not None:
+                self._index.put(message.message_id, span_context, kept)
+
+    def _gather(self, message: MessageScope, span: ReadableSpan) -> dict[str, AttributeValue]:
+        """Add `span`'s wanted attributes to what the message has gathered; the latest wins,
+        and the message span itself, which ends last, has the final word."""
+        recorded = span.attributes
+        if not recorded:
+            return message.gathered
+        # A plain dict copy first: lookups on the SDK's attribute mapping are much slower.
+        values = recorded.copy() if isinstance(recorded, BoundedAttributes) else recorded
+        wanted = self._indexed_attributes
+        for name, value in values.items():
+            if name in wanted:
+                message.gathered[name] = value
+        return message.gathered
 
     def disable(self) -> None:
         """Stop tagging and indexing: the client that added us was shut down.
@@ -96,6 +133,7 @@ class BrixoSpanProcessor(SpanProcessor):
         """
         self._enabled = False
         self._open_messages.clear()
+        self._children.clear()
 
     def shutdown(self) -> None:
         self.disable()

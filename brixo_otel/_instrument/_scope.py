@@ -16,6 +16,7 @@ from typing import Final
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 from opentelemetry.trace import Span
+from opentelemetry.util.types import AttributeValue
 
 from brixo_otel import attributes as attrs
 from brixo_otel._internal import log_rate_limited
@@ -28,7 +29,7 @@ INTERACTION_KEY: Final = otel_context.create_key("brixo_otel.interaction")
 class MessageScope:
     """The message being produced: its ids, and its span once started."""
 
-    __slots__ = ("conversation_id", "message_id", "span", "span_id")
+    __slots__ = ("conversation_id", "gathered", "message_id", "span", "span_id")
 
     def __init__(self, message_id: str | None, conversation_id: str | None) -> None:
         self.message_id = message_id
@@ -36,6 +37,8 @@ class MessageScope:
         self.span: Span | None = None
         #: Set by the span processor on the first span started in the scope: the message span.
         self.span_id: int | None = None
+        #: Attributes worth indexing, gathered from the spans of the message as they end.
+        self.gathered: dict[str, AttributeValue] = {}
 
 
 class InteractionScope:

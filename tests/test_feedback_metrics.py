@@ -1,0 +1,133 @@
+"""Feedback metrics: thumbs and messages counted by what produced the rated message."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+import brixo_otel
+from brixo_otel import attributes as attrs
+from brixo_otel._correlation import _metrics
+from brixo_otel.exporters import InMemorySignalExporter
+from brixo_otel.testing import SpanCapture
+
+Points = Counter[tuple[tuple[str, object], ...]]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.reader = InMemoryMetricReader()
+        self.provider = MeterProvider(metric_readers=[self.reader])
+
+    def points(self, name: str) -> Points:
+        data = self.reader.get_metrics_data()
+        found: Points = Counter()
+        for resource_metrics in data.resource_metrics if data else []:
+            for scope in resource_metrics.scope_metrics:
+                for metric in scope.metrics:
+                    if metric.name == name:
+                        for point in metric.data.data_points:
+                            found[tuple(sorted(point.attributes.items()))] += point.value
+        return found
+
+
+@pytest.fixture
+def metrics() -> Iterator[Metrics]:
+    collected = Metrics()
+    yield collected
+    collected.provider.shutdown()
+
+
+def configure(capture: SpanCapture, metrics: Metrics, **kwargs: object) -> None:
+    brixo_otel.configure(
+        tracer_provider=capture.provider,
+        meter_provider=metrics.provider,
+        traces_endpoint="none",
+        exporters=[InMemorySignalExporter()],
+        outbox_path=":memory:",
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def test_thumbs_and_messages_are_counted_by_the_model_of_the_rated_message(
+    capture: SpanCapture, metrics: Metrics
+) -> None:
+    configure(capture, metrics, agent_version="v7")
+    llm = capture.provider.get_tracer("some.llm.instrumentation")
+
+    @brixo_otel.message(conversation_id="c")
+    def answer(message_id: str, model: str) -> None:
+        # as LLM instrumentations do: the model is on their own child span, not on ours
+        with llm.start_as_current_span("chat") as span:
+            span.set_attribute(attrs.GEN_AI_REQUEST_MODEL, model)
+
+    for n, model in enumerate(["gpt-5", "gpt-5", "gpt-5", "haiku"]):
+        answer(f"m-{n}", model)
+    brixo_otel.feedback("thumbs_up", message_id="m-0")
+    brixo_otel.feedback("thumbs_down", message_id="m-1")
+    brixo_otel.feedback("thumbs_up", message_id="m-3")
+    brixo_otel.feedback("thumbs_up", conversation_id="c")
+
+    v7 = (attrs.AGENT_VERSION, "v7")  # from configure(), carried on the message span
+    gpt, haiku = (attrs.GEN_AI_REQUEST_MODEL, "gpt-5"), (attrs.GEN_AI_REQUEST_MODEL, "haiku")
+    assert metrics.points("brixo.messages") == {(v7, gpt): 3, (v7, haiku): 1}
+    message = (attrs.SIGNAL_TARGET, "message")
+    up, down = (attrs.SIGNAL_VALUE, "thumbs_up"), (attrs.SIGNAL_VALUE, "thumbs_down")
+    assert metrics.points("brixo.feedback") == {
+        (v7, message, up, gpt): 1,  # attribute names in sorted order
+        (v7, message, down, gpt): 1,
+        (v7, message, up, haiku): 1,
+        ((attrs.SIGNAL_TARGET, "conversation"), up): 1,
+    }
+    # the feedback span carries the rated message's model too, gathered from the child span
+    feedback_models = [
+        s.attributes.get(attrs.GEN_AI_REQUEST_MODEL)
+        for s in capture.spans(attrs.FEEDBACK_SPAN_NAME)
+    ]
+    assert feedback_models == ["gpt-5", "gpt-5", "haiku", None]
+
+
+def test_metric_dimensions_are_an_allow_list_without_ids(
+    capture: SpanCapture, metrics: Metrics
+) -> None:
+    with pytest.raises(brixo_otel.ConfigurationError, match="may not include ids"):
+        configure(
+            capture, metrics, metric_dimensions=[attrs.GEN_AI_REQUEST_MODEL, attrs.MESSAGE_ID]
+        )
+    with pytest.raises(TypeError, match="list of attribute names"):
+        configure(capture, metrics, metric_dimensions="gen_ai.request.model")
+
+    configure(capture, metrics, metric_dimensions=["app.tier"])
+
+    @brixo_otel.message(message_id="m", name="answer")
+    def answer() -> None:
+        from opentelemetry import trace
+
+        trace.get_current_span().set_attributes(
+            {"app.tier": "gold", attrs.GEN_AI_REQUEST_MODEL: "gpt-5"}
+        )
+
+    answer()
+    assert metrics.points("brixo.messages") == {(("app.tier", "gold"),): 1}
+
+
+def test_distinct_values_per_dimension_are_capped(
+    capture: SpanCapture, metrics: Metrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_metrics, "MAX_VALUES_PER_DIMENSION", 3)
+    configure(capture, metrics)
+
+    @brixo_otel.message(name="answer")
+    def answer(message_id: str, model: str) -> None:
+        from opentelemetry import trace
+
+        trace.get_current_span().set_attribute(attrs.GEN_AI_REQUEST_MODEL, model)
+
+    for n in range(6):
+        answer(f"m-{n}", f"model-{n}")
+    models = {dict(key)[attrs.GEN_AI_REQUEST_MODEL] for key in metrics.points("brixo.messages")}
+    assert models == {"model-0", "model-1", "model-2", "_other"}

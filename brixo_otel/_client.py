@@ -167,6 +167,7 @@ class Client:
         if path != MEMORY_OUTBOX:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         outbox = Outbox(path, outbox_limits or OutboxLimits())
+        self._outbox = outbox
         return SignalProcessor(
             outbox,
             self._exporters,
@@ -275,7 +276,10 @@ class Client:
                 self._trace_export.force_flush(_remaining_ms(deadline))
                 self._trace_export.shutdown()
             if self._signals is not None:
-                self._signals.shutdown(max(0.0, deadline - time.monotonic()))
+                # A worker still busy past the deadline (a hung destination) keeps the outbox;
+                # it is a daemon thread and holds nothing the next process needs.
+                if self._signals.shutdown(max(0.0, deadline - time.monotonic())):
+                    self._outbox.close()
         self._span_processor.disable()
 
     @property

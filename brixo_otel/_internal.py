@@ -23,6 +23,15 @@ _last_logged: dict[str, float] = {}
 _last_logged_lock = threading.Lock()
 
 
+def _reset_after_fork() -> None:
+    # A lock held by another thread at fork time stays held forever in the child.
+    global _last_logged_lock
+    _last_logged_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
 def raise_internal_errors() -> bool:
     return os.environ.get("BRIXO_OTEL_RAISE_INTERNAL_ERRORS", "") == "1"
 

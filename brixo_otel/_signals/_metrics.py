@@ -1,0 +1,82 @@
+"""Telemetry about delivery itself, through the OpenTelemetry metrics API.
+
+The instruments are created on the meter provider the app injects (or the global one), so with no
+SDK installed they are no-ops and cost nothing. `reason` attributes are short classes (`http_400`,
+`not_found`, `max_age`), never free text: a metric label must have few values and no user data.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+
+from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation, get_meter_provider
+
+from brixo_otel._version import __version__
+
+_HTTP_STATUS = re.compile(r"(?:^|\bhttp[ _/]?|\bstatus(?: code)?[ =:]?)\s*([1-5]\d\d)\b", re.I)
+
+
+def reason_class(fallback: str, reason: str) -> str:
+    """`http_<status>` when the reason names an HTTP status, else `fallback`."""
+    found = _HTTP_STATUS.search(reason)
+    return f"http_{found.group(1)}" if found else fallback
+
+
+class DeliveryMetrics:
+    """The counters and the depth gauge of one signal processor."""
+
+    def __init__(
+        self,
+        meter_provider: MeterProvider | None,
+        depth: Callable[[], Mapping[str, int] | None],
+    ) -> None:
+        meter = (meter_provider or get_meter_provider()).get_meter(
+            "brixo_otel", __version__
+        )
+        self._enqueued = meter.create_counter(
+            "brixo.signals.enqueued", unit="{signal}",
+            description="Signals committed to the outbox, per destination.",
+        )
+        self._delivered = meter.create_counter(
+            "brixo.signals.delivered", unit="{signal}",
+            description="Signals a destination accepted.",
+        )
+        self._retried = meter.create_counter(
+            "brixo.signals.retried", unit="{attempt}",
+            description="Failed attempts that will be retried.",
+        )
+        self._dead_lettered = meter.create_counter(
+            "brixo.signals.dead_lettered", unit="{signal}",
+            description="Signals given up on and kept in the outbox with the reason.",
+        )
+        self._refused = meter.create_counter(
+            "brixo.signals.refused", unit="{signal}",
+            description="Signals refused at enqueue (outbox full or unwritable); never stored.",
+        )
+        # `depth` must not keep the processor alive: the meter provider outlives it.
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            counts = depth()
+            if not counts:
+                return []
+            return [Observation(n, {"destination": dest}) for dest, n in counts.items()]
+
+        meter.create_observable_gauge(
+            "brixo.outbox.depth", callbacks=[observe], unit="{signal}",
+            description="Signals pending or in flight in the outbox, per destination.",
+        )
+
+    def enqueued(self, destination: str) -> None:
+        self._enqueued.add(1, {"destination": destination})
+
+    def delivered(self, destination: str) -> None:
+        self._delivered.add(1, {"destination": destination})
+
+    def retried(self, destination: str, reason: str) -> None:
+        self._retried.add(1, {"destination": destination, "reason": reason})
+
+    def dead_lettered(self, destination: str, reason: str) -> None:
+        self._dead_lettered.add(1, {"destination": destination, "reason": reason})
+
+    def refused(self, destination: str, reason: str) -> None:
+        self._refused.add(1, {"destination": destination, "reason": reason})

@@ -1,0 +1,333 @@
+"""The outbox on real SQLite files: states, leases, caps, corrupt rows, sharing and fork."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from brixo_otel._signals._model import Signal, validate
+from brixo_otel._signals._outbox import (
+    CORRUPT_ROW,
+    Outbox,
+    OutboxClosed,
+    OutboxFull,
+    OutboxLimits,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def make_signal(index: int = 0, comment: str | None = None) -> Signal:
+    return validate("thumbs_up", message_id=f"msg-{index}", user_message=comment)
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> str:
+    return str(tmp_path / "outbox.db")
+
+
+@pytest.fixture
+def outbox(path: str) -> Iterator[Outbox]:
+    box = Outbox(path)
+    yield box
+    box.close()
+
+
+def raw(path: str) -> sqlite3.Connection:
+    """A side door into the file, to inspect or damage rows the way the real world does."""
+    return sqlite3.connect(path, isolation_level=None, timeout=5)
+
+
+def test_add_claim_deliver_deletes_payload_and_counts(outbox: Outbox, path: str) -> None:
+    signal = make_signal(1, "private words")
+    outbox.add(signal, ["brixo"])
+
+    [delivery] = outbox.claim(["brixo"], 10)
+
+    assert delivery.signal.to_json() == signal.to_json()
+    assert (delivery.destination, delivery.attempts) == ("brixo", 0)
+    assert outbox.stats()["brixo"]["in_flight"] == 1
+    assert outbox.mark_delivered(delivery)
+    assert outbox.stats()["brixo"] == {
+        "pending": 0, "in_flight": 0, "delivered": 1, "dead": 0, "corrupt": 0,
+    }
+    assert outbox.totals() == (0, 0)
+    conn = raw(path)
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == 0
+    finally:
+        conn.close()
+
+
+def test_one_row_per_destination_each_delivered_on_its_own(outbox: Outbox) -> None:
+    signal = make_signal()
+    outbox.add(signal, ["brixo", "mixpeek"])
+    assert outbox.pending_count() == 2
+    assert outbox.pending_count(["mixpeek"]) == 1
+
+    [brixo] = outbox.claim(["brixo"], 10)
+    outbox.mark_delivered(brixo)
+
+    stats = outbox.stats()
+    assert stats["brixo"]["delivered"] == 1
+    assert stats["mixpeek"]["pending"] == 1
+    [mixpeek] = outbox.claim(["mixpeek"], 10)
+    assert mixpeek.signal.id == signal.id
+
+
+def test_claim_respects_limit_and_order(outbox: Outbox) -> None:
+    signals = [make_signal(i) for i in range(5)]
+    for signal in signals:
+        outbox.add(signal, ["brixo"])
+    first = outbox.claim(["brixo"], 3)
+    second = outbox.claim(["brixo"], 3)
+    assert [d.signal.id for d in first + second] == [s.id for s in signals]
+    assert outbox.claim(["brixo"], 3) == []
+    assert outbox.claim([], 3) == []
+
+
+def test_reschedule_counts_the_attempt_and_waits(outbox: Outbox) -> None:
+    outbox.add(make_signal(), ["brixo"])
+    [delivery] = outbox.claim(["brixo"], 1)
+    later = time.time() + 100
+
+    assert outbox.reschedule(delivery, later, "HTTP 503")
+
+    assert outbox.claim(["brixo"], 1) == []
+    assert outbox.next_due(["brixo"]) == pytest.approx(later)
+    [again] = outbox.claim(["brixo"], 1, now=later + 1)
+    assert again.attempts == 1
+
+
+def test_release_returns_row_without_counting_an_attempt(outbox: Outbox) -> None:
+    outbox.add(make_signal(), ["brixo"])
+    [delivery] = outbox.claim(["brixo"], 1)
+    assert outbox.release(delivery)
+    [again] = outbox.claim(["brixo"], 1)
+    assert again.attempts == 0
+
+
+def test_dead_letter_keeps_signal_and_reason_and_requeue_restarts(outbox: Outbox) -> None:
+    signal = make_signal(7)
+    outbox.add(signal, ["brixo"])
+    [delivery] = outbox.claim(["brixo"], 1)
+
+    assert outbox.dead_letter(delivery, "HTTP 400: value is invalid")
+
+    assert outbox.claim(["brixo"], 1) == []
+    assert outbox.pending_count() == 0
+    assert outbox.stats()["brixo"]["dead"] == 1
+    [letter] = outbox.dead_letters()
+    assert letter.signal is not None and letter.signal.to_json() == signal.to_json()
+    assert (letter.signal_id, letter.reason, letter.attempts) == (
+        signal.id, "HTTP 400: value is invalid", 1,
+    )
+    assert outbox.dead_letters("mixpeek") == []
+
+    assert outbox.requeue_dead("brixo") == 1
+    [again] = outbox.claim(["brixo"], 1)
+    assert (again.signal.id, again.attempts) == (signal.id, 0)
+    assert outbox.dead_letters() == []
+
+
+def test_leased_row_is_not_claimed_twice_until_the_lease_expires(path: str) -> None:
+    first = Outbox(path, OutboxLimits(lease_seconds=30))
+    second = Outbox(path)
+    try:
+        first.add(make_signal(), ["brixo"])
+        [held] = first.claim(["brixo"], 5)
+
+        assert second.claim(["brixo"], 5) == []
+        [taken] = second.claim(["brixo"], 5, now=time.time() + 31)
+        assert taken.signal.id == held.signal.id
+    finally:
+        first.close()
+        second.close()
+
+
+def _set_owner(path: str, owner: str) -> None:
+    conn = raw(path)
+    try:
+        conn.execute(
+            "UPDATE deliveries SET state = 1, owner = ?, lease_until = ?",
+            (owner, time.time() + 3600),
+        )
+    finally:
+        conn.close()
+
+
+def test_a_lost_lease_is_not_acted_on(outbox: Outbox, path: str) -> None:
+    outbox.add(make_signal(), ["brixo"])
+    [delivery] = outbox.claim(["brixo"], 1)
+    _set_owner(path, "elsewhere:1")  # another process took the row after our lease expired
+
+    assert not outbox.mark_delivered(delivery)
+    assert not outbox.reschedule(delivery, time.time(), "x")
+    assert not outbox.dead_letter(delivery, "x")
+    assert not outbox.release(delivery)
+    assert outbox.stats()["brixo"]["in_flight"] == 1
+
+
+def test_dead_owner_on_this_host_is_reclaimed_at_once(outbox: Outbox, path: str) -> None:
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True, timeout=20)
+    dead_pid = int(finished.stdout)
+    host = socket.gethostname()
+    outbox.add(make_signal(1), ["brixo"])
+    _set_owner(path, f"{host}:{dead_pid}")
+    assert outbox.claim(["brixo"], 1) == []
+
+    assert outbox.reclaim_dead_owners() == 1
+
+    [delivery] = outbox.claim(["brixo"], 1)
+    assert delivery.attempts == 0
+
+
+@pytest.mark.parametrize("owner", [f"{socket.gethostname()}:{os.getppid()}", "other-host:1"])
+def test_live_or_foreign_owners_keep_their_lease(outbox: Outbox, path: str, owner: str) -> None:
+    outbox.add(make_signal(), ["brixo"])
+    _set_owner(path, owner)
+    assert outbox.reclaim_dead_owners() == 0
+    assert outbox.claim(["brixo"], 1) == []
+
+
+def test_row_cap_refuses_loudly_and_stores_nothing(path: str) -> None:
+    box = Outbox(path, OutboxLimits(max_rows=3))
+    try:
+        box.add(make_signal(1), ["brixo", "mixpeek"])
+        with pytest.raises(OutboxFull, match="max_rows=3"):
+            box.add(make_signal(2), ["brixo", "mixpeek"])  # would need 4 rows: all or nothing
+        assert box.totals()[0] == 2
+        box.add(make_signal(3), ["brixo"])
+        with pytest.raises(OutboxFull, match="max_rows"):
+            box.add(make_signal(4), ["brixo"])
+
+        [delivery] = box.claim(["mixpeek"], 1)
+        box.mark_delivered(delivery)
+        box.add(make_signal(5), ["brixo"])  # room again
+        assert box.pending_count() == 3
+        assert {d.signal.message_id for d in box.claim(["brixo"], 10)} == {
+            "msg-1", "msg-3", "msg-5",
+        }
+    finally:
+        box.close()
+
+
+def test_byte_cap_refuses(path: str) -> None:
+    size = len(make_signal(1, "x" * 100).to_json().encode())
+    box = Outbox(path, OutboxLimits(max_bytes=size * 2 + 10))
+    try:
+        box.add(make_signal(1, "x" * 100), ["brixo"])
+        box.add(make_signal(2, "x" * 100), ["brixo"])
+        with pytest.raises(OutboxFull, match="max_bytes"):
+            box.add(make_signal(3, "x" * 100), ["brixo"])
+        assert box.totals() == (2, size * 2)
+    finally:
+        box.close()
+
+
+def test_caps_hold_across_two_handles_on_one_file(path: str) -> None:
+    first = Outbox(path, OutboxLimits(max_rows=2))
+    second = Outbox(path, OutboxLimits(max_rows=2))
+    try:
+        first.add(make_signal(1), ["brixo"])
+        second.add(make_signal(2), ["brixo"])
+        with pytest.raises(OutboxFull):
+            first.add(make_signal(3), ["brixo"])
+    finally:
+        first.close()
+        second.close()
+
+
+def test_corrupt_row_is_skipped_dead_lettered_and_counted(outbox: Outbox, path: str) -> None:
+    for index in range(3):
+        outbox.add(make_signal(index), ["brixo"])
+    conn = raw(path)
+    try:
+        conn.execute("UPDATE deliveries SET payload = '{\"id\": broken' WHERE id = 2")
+    finally:
+        conn.close()
+    seen: list[str] = []
+
+    claimed = outbox.claim(["brixo"], 10, on_corrupt=seen.append)
+
+    assert [d.signal.message_id for d in claimed] == ["msg-0", "msg-2"]
+    assert seen == ["brixo"]
+    stats = outbox.stats()["brixo"]
+    assert (stats["corrupt"], stats["dead"], stats["in_flight"]) == (1, 1, 2)
+    [letter] = outbox.dead_letters()
+    assert (letter.signal, letter.reason, letter.attempts) == (None, CORRUPT_ROW, 0)
+    assert outbox.requeue_dead() == 0  # a corrupt payload would only fail again
+
+
+def test_rows_survive_reopening(path: str) -> None:
+    box = Outbox(path)
+    box.add(make_signal(1), ["brixo"])
+    box.close()
+    box = Outbox(path)
+    try:
+        [delivery] = box.claim(["brixo"], 1)
+        assert delivery.signal.message_id == "msg-1"
+    finally:
+        box.close()
+
+
+def test_file_is_private_to_its_user(path: str) -> None:
+    Outbox(path).close()
+    assert os.stat(path).st_mode & 0o077 == 0
+
+
+def test_in_memory_outbox_and_closing(tmp_path: Path) -> None:
+    box = Outbox(":memory:")
+    box.add(make_signal(), ["brixo"])
+    assert box.pending_count() == 1
+    box.close()
+    box.close()  # idempotent
+    with pytest.raises(OutboxClosed):
+        box.add(make_signal(), ["brixo"])
+
+
+def test_next_due_is_the_earliest_pending(outbox: Outbox) -> None:
+    assert outbox.next_due(["brixo"]) is None
+    before = time.time()
+    outbox.add(make_signal(), ["brixo"])
+    due = outbox.next_due(["brixo"])
+    assert due is not None and before <= due <= time.time()
+    assert outbox.next_due([]) is None
+
+
+def test_child_after_fork_opens_its_own_connection(outbox: Outbox) -> None:
+    outbox.add(make_signal(1), ["brixo"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "multi-threaded fork" on 3.12+
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit code
+        code = 1
+        try:
+            outbox.add(make_signal(2), ["brixo"])
+            claimed = outbox.claim(["brixo"], 10)
+            for delivery in claimed:
+                outbox.mark_delivered(delivery)
+            code = 0 if len(claimed) == 2 else 2
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 20
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        assert time.monotonic() < deadline, "forked child hung"
+        time.sleep(0.01)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert outbox.stats()["brixo"]["delivered"] == 2
+    outbox.add(make_signal(3), ["brixo"])  # the parent's connection still works
+    assert outbox.pending_count() == 1

@@ -278,7 +278,8 @@ class Client:
             if self._signals is not None:
                 # A worker still busy past the deadline (a hung destination) keeps the outbox;
                 # it is a daemon thread and holds nothing the next process needs.
-                if self._signals.shutdown(max(0.0, deadline - time.monotonic())):
+                stopped = self._signals.shutdown(max(0.0, deadline - time.monotonic()))
+                if stopped:
                     self._outbox.close()
         self._span_processor.disable()
 

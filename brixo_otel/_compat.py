@@ -68,7 +68,7 @@ class Brixo:
         arguments = (app_name, environment, api_key, agent_version)
         if Brixo._init_arguments is not None and current() is not None:
             if arguments != Brixo._init_arguments:
-                logger.warning("brixo_otel: Brixo.init() was already called; ignoring new arguments")
+                logger.warning("brixo_otel: Brixo.init() was already called; new arguments ignored")
             return
         client = configure(
             app_name=app_name,
@@ -90,7 +90,7 @@ class Brixo:
         user: object = None,
         session_id: str | None = None,
         metadata: Mapping[str, object] | None = None,
-        input: str | None = None,  # noqa: A002 - the vendor SDK's argument name
+        input: str | None = None,
         output: str | None = None,
     ) -> None:
         """Set the interaction's account, user, session, metadata and content attributes."""
@@ -102,7 +102,7 @@ class Brixo:
         user: object = None,
         session_id: str | None = None,
         metadata: Mapping[str, object] | None = None,
-        input: str | None = None,  # noqa: A002
+        input: str | None = None,
         output: str | None = None,
     ) -> None:
         """Mid-flight update of the interaction's attributes."""
@@ -114,7 +114,7 @@ class Brixo:
         user: object = None,
         session_id: str | None = None,
         metadata: Mapping[str, object] | None = None,
-        input: str | None = None,  # noqa: A002
+        input: str | None = None,
         output: str | None = None,
     ) -> None:
         """Final update of the interaction's attributes (typically the output)."""
@@ -161,4 +161,3 @@ class Brixo:
 
 def _capture_content_from_environment() -> bool:
     return _env.BRIXO_CAPTURE_CONTENT in os.environ
-

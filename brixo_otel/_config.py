@@ -115,4 +115,3 @@ def resolve(
         capture_content=_flag("capture_content", capture_content, _env.BRIXO_CAPTURE_CONTENT),
         allow_insecure_http=insecure,
     )
-

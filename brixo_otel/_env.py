@@ -56,12 +56,13 @@ def markdown_table() -> str:
     """The configuration table of the docs, built from the docstrings above."""
     import ast
     import inspect
+    import itertools
     import sys
 
     tree = ast.parse(inspect.getsource(sys.modules[__name__]))
     docs: dict[str, str] = {}
     body = tree.body
-    for node, following in zip(body, body[1:]):
+    for node, following in itertools.pairwise(body):
         if (
             isinstance(node, ast.AnnAssign)
             and isinstance(node.target, ast.Name)

@@ -59,7 +59,7 @@ def reset_rate_limits() -> None:
         _last_logged.clear()
 
 
-class guard:  # noqa: N801 - reads as a function: `with guard("step"):`
+class guard:  # lower case: it reads as a function, `with guard("step"):`
     """Run an internal step; log (rate-limited) and swallow its failure.
 
     A class rather than `@contextmanager`: it runs on hot paths (span end, feedback), where a

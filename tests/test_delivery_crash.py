@@ -64,7 +64,9 @@ def outbox_path(tmp_path: Path) -> str:
 def run_child(mode: str, outbox_path: str, record: Path, timeout: float = 30) -> tuple[int, str]:
     done = subprocess.run(
         [sys.executable, CHILD, mode, outbox_path, str(record)],
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     return done.returncode, done.stdout
 
@@ -88,9 +90,19 @@ def test_four_processes_share_one_outbox_and_deliver_each_signal_once(
     go = tmp_path / "go"
     children = [
         subprocess.Popen(
-            [sys.executable, CHILD, "deliver", outbox_path, str(record), "200",
-             str(tmp_path / f"ready-{n}"), str(go)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                CHILD,
+                "deliver",
+                outbox_path,
+                str(record),
+                "200",
+                str(tmp_path / f"ready-{n}"),
+                str(go),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for n, record in enumerate(records)
     ]

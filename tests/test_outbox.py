@@ -58,7 +58,11 @@ def test_add_claim_deliver_deletes_payload_and_counts(outbox: Outbox, path: str)
     assert outbox.stats()["brixo"]["in_flight"] == 1
     assert outbox.mark_delivered(delivery)
     assert outbox.stats()["brixo"] == {
-        "pending": 0, "in_flight": 0, "delivered": 1, "dead": 0, "corrupt": 0,
+        "pending": 0,
+        "in_flight": 0,
+        "delivered": 1,
+        "dead": 0,
+        "corrupt": 0,
     }
     assert outbox.totals() == (0, 0)
     conn = raw(path)
@@ -129,7 +133,9 @@ def test_dead_letter_keeps_signal_and_reason_and_requeue_restarts(outbox: Outbox
     [letter] = outbox.dead_letters()
     assert letter.signal is not None and letter.signal.to_json() == signal.to_json()
     assert (letter.signal_id, letter.reason, letter.attempts) == (
-        signal.id, "HTTP 400: value is invalid", 1,
+        signal.id,
+        "HTTP 400: value is invalid",
+        1,
     )
     assert outbox.dead_letters("mixpeek") == []
 
@@ -178,8 +184,13 @@ def test_a_lost_lease_is_not_acted_on(outbox: Outbox, path: str) -> None:
 
 
 def test_dead_owner_on_this_host_is_reclaimed_at_once(outbox: Outbox, path: str) -> None:
-    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                              capture_output=True, text=True, check=True, timeout=20)
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=20,
+    )
     dead_pid = int(finished.stdout)
     host = socket.gethostname()
     outbox.add(make_signal(1), ["brixo"])
@@ -216,7 +227,9 @@ def test_row_cap_refuses_loudly_and_stores_nothing(path: str) -> None:
         box.add(make_signal(5), ["brixo"])  # room again
         assert box.pending_count() == 3
         assert {d.signal.message_id for d in box.claim(["brixo"], 10)} == {
-            "msg-1", "msg-3", "msg-5",
+            "msg-1",
+            "msg-3",
+            "msg-5",
         }
     finally:
         box.close()

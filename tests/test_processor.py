@@ -251,7 +251,11 @@ def test_unauthorized_keeps_rows_logs_once_and_a_good_key_delivers_them(
 
     outbox = harness.outboxes[0]
     assert outbox.stats()["brixo"] == {
-        "pending": 3, "in_flight": 0, "delivered": 0, "dead": 0, "corrupt": 0,
+        "pending": 3,
+        "in_flight": 0,
+        "delivered": 0,
+        "dead": 0,
+        "corrupt": 0,
     }
     attempts_while_paused = len(exporter.calls)
     assert 1 <= attempts_while_paused <= 4  # in flight when the refusal came, then nothing
@@ -461,7 +465,8 @@ def test_full_outbox_refuses_loudly(harness: Harness, caplog: pytest.LogCaptureF
     caplog.set_level(logging.ERROR, logger="brixo_otel")
     errors: list[tuple[str, str]] = []
     processor = harness.processor(
-        ScriptedExporter(answer=statuses(RETRY)), policy=RetryPolicy(),
+        ScriptedExporter(answer=statuses(RETRY)),
+        policy=RetryPolicy(),
         outbox=harness.outbox(OutboxLimits(max_rows=2)),
         on_error=lambda s, dest, reason: errors.append((dest, reason)),
     )
@@ -489,7 +494,9 @@ def test_memory_stays_flat_while_the_destination_is_down(harness: Harness) -> No
     ]
     exporter = ScriptedExporter(answer=lambda signal, attempt: down[attempt % 2])
     processor = harness.processor(
-        exporter, policy=RetryPolicy(), poll_interval=1.0,
+        exporter,
+        policy=RetryPolicy(),
+        poll_interval=1.0,
         outbox=harness.outbox(OutboxLimits(max_rows=200_000, max_bytes=500 * 1024 * 1024)),
     )
     template = make_signal()
@@ -498,11 +505,16 @@ def test_memory_stays_flat_while_the_destination_is_down(harness: Harness) -> No
 
     def enqueue(first: int, count: int) -> None:
         for index in range(first, first + count):
-            processor.enqueue(Signal(
-                value=template.value, target=template.target, message_id=f"m-{index}",
-                conversation_id=None, occurred_at=template.occurred_at,
-                user_message=template.user_message,
-            ))
+            processor.enqueue(
+                Signal(
+                    value=template.value,
+                    target=template.target,
+                    message_id=f"m-{index}",
+                    conversation_id=None,
+                    occurred_at=template.occurred_at,
+                    user_message=template.user_message,
+                )
+            )
 
     enqueue(0, 1000)  # warm caches before measuring
     gc.collect()
@@ -548,7 +560,8 @@ def test_metrics_count_every_outcome(harness: Harness) -> None:
 
     try:
         processor = harness.processor(
-            ScriptedExporter(answer=answer), meter_provider=provider,
+            ScriptedExporter(answer=answer),
+            meter_provider=provider,
             outbox=harness.outbox(OutboxLimits(max_rows=3)),
         )
         for index in range(4):

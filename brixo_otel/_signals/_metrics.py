@@ -31,29 +31,33 @@ class DeliveryMetrics:
         meter_provider: MeterProvider | None,
         depth: Callable[[], Mapping[str, int] | None],
     ) -> None:
-        meter = (meter_provider or get_meter_provider()).get_meter(
-            "brixo_otel", __version__
-        )
+        meter = (meter_provider or get_meter_provider()).get_meter("brixo_otel", __version__)
         self._enqueued = meter.create_counter(
-            "brixo.signals.enqueued", unit="{signal}",
+            "brixo.signals.enqueued",
+            unit="{signal}",
             description="Signals committed to the outbox, per destination.",
         )
         self._delivered = meter.create_counter(
-            "brixo.signals.delivered", unit="{signal}",
+            "brixo.signals.delivered",
+            unit="{signal}",
             description="Signals a destination accepted.",
         )
         self._retried = meter.create_counter(
-            "brixo.signals.retried", unit="{attempt}",
+            "brixo.signals.retried",
+            unit="{attempt}",
             description="Failed attempts that will be retried.",
         )
         self._dead_lettered = meter.create_counter(
-            "brixo.signals.dead_lettered", unit="{signal}",
+            "brixo.signals.dead_lettered",
+            unit="{signal}",
             description="Signals given up on and kept in the outbox with the reason.",
         )
         self._refused = meter.create_counter(
-            "brixo.signals.refused", unit="{signal}",
+            "brixo.signals.refused",
+            unit="{signal}",
             description="Signals refused at enqueue (outbox full or unwritable); never stored.",
         )
+
         # `depth` must not keep the processor alive: the meter provider outlives it.
         def observe(options: CallbackOptions) -> Iterable[Observation]:
             counts = depth()
@@ -62,7 +66,9 @@ class DeliveryMetrics:
             return [Observation(n, {"destination": dest}) for dest, n in counts.items()]
 
         meter.create_observable_gauge(
-            "brixo.outbox.depth", callbacks=[observe], unit="{signal}",
+            "brixo.outbox.depth",
+            callbacks=[observe],
+            unit="{signal}",
             description="Signals pending or in flight in the outbox, per destination.",
         )
 

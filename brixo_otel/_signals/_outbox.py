@@ -58,8 +58,7 @@ _SCHEMA: Final = (
         lease_until REAL,
         reason TEXT
     )""",
-    "CREATE INDEX IF NOT EXISTS deliveries_due"
-    " ON deliveries (state, destination, next_attempt_at)",
+    "CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, destination, next_attempt_at)",
     "CREATE TABLE IF NOT EXISTS totals ("
     " id INTEGER PRIMARY KEY CHECK (id = 0), rows INTEGER NOT NULL, bytes INTEGER NOT NULL)",
     "INSERT OR IGNORE INTO totals (id, rows, bytes) VALUES (0, 0, 0)",
@@ -343,9 +342,14 @@ class Outbox:
             except Exception as exc:  # any shape of damage: bad JSON, missing key, bad date
                 corrupt.append((row_id, signal_id, destination))
                 log_rate_limited(
-                    logging.WARNING, "outbox:corrupt",
+                    logging.WARNING,
+                    "outbox:corrupt",
                     "brixo_otel: outbox row %s (signal %s, destination %s) is corrupt (%s); "
-                    "dead-lettered", row_id, signal_id, destination, type(exc).__name__,
+                    "dead-lettered",
+                    row_id,
+                    signal_id,
+                    destination,
+                    type(exc).__name__,
                 )
                 continue
             claimed.append(Delivery(signal, destination, attempts, created_at, row_id))
@@ -377,28 +381,35 @@ class Outbox:
     def reschedule(self, delivery: Delivery, next_attempt_at: float, reason: str) -> bool:
         """Count the failed attempt and make the row due again at `next_attempt_at`."""
         with self._transaction() as conn:
-            return bool(conn.execute(
-                "UPDATE deliveries SET state = 0, attempts = attempts + 1, next_attempt_at = ?,"
-                f" reason = ?, owner = NULL, lease_until = NULL WHERE {_MINE}",
-                (next_attempt_at, reason, delivery.row_id, self.owner),
-            ).rowcount)
+            return bool(
+                conn.execute(
+                    "UPDATE deliveries SET state = 0, attempts = attempts + 1, next_attempt_at = ?,"
+                    f" reason = ?, owner = NULL, lease_until = NULL WHERE {_MINE}",
+                    (next_attempt_at, reason, delivery.row_id, self.owner),
+                ).rowcount
+            )
 
     def dead_letter(self, delivery: Delivery, reason: str) -> bool:
         """Count the final attempt and keep the row, with `reason`, out of delivery."""
         with self._transaction() as conn:
-            return bool(conn.execute(
-                "UPDATE deliveries SET state = 2, attempts = attempts + 1, reason = ?,"
-                f" owner = NULL, lease_until = NULL WHERE {_MINE}",
-                (reason, delivery.row_id, self.owner),
-            ).rowcount)
+            return bool(
+                conn.execute(
+                    "UPDATE deliveries SET state = 2, attempts = attempts + 1, reason = ?,"
+                    f" owner = NULL, lease_until = NULL WHERE {_MINE}",
+                    (reason, delivery.row_id, self.owner),
+                ).rowcount
+            )
 
     def release(self, delivery: Delivery) -> bool:
         """Give the row back, due at once, without counting an attempt (pause, shutdown)."""
         with self._transaction() as conn:
-            return bool(conn.execute(
-                f"UPDATE deliveries SET state = 0, owner = NULL, lease_until = NULL WHERE {_MINE}",
-                (delivery.row_id, self.owner),
-            ).rowcount)
+            return bool(
+                conn.execute(
+                    "UPDATE deliveries SET state = 0, owner = NULL, lease_until = NULL"
+                    f" WHERE {_MINE}",
+                    (delivery.row_id, self.owner),
+                ).rowcount
+            )
 
     def reclaim_dead_owners(self) -> int:
         """Return to pending, at once, rows leased by processes of this host that no longer exist.
@@ -409,13 +420,15 @@ class Outbox:
         prefix = f"{self._host}:"
         with self._reading() as conn:
             owners = [
-                owner for (owner,) in conn.execute(
+                owner
+                for (owner,) in conn.execute(
                     "SELECT DISTINCT owner FROM deliveries WHERE state = 1 AND owner IS NOT NULL"
                 )
             ]
         dead = [
-            owner for owner in owners
-            if owner.startswith(prefix) and not _pid_alive(owner[len(prefix):])
+            owner
+            for owner in owners
+            if owner.startswith(prefix) and not _pid_alive(owner[len(prefix) :])
         ]
         if not dead:
             return 0

@@ -108,8 +108,11 @@ class SignalProcessor:
             leftovers = outbox.pending_count(self._destinations)
         except sqlite3.Error as exc:
             log_rate_limited(
-                logging.ERROR, "outbox:start", "brixo_otel: could not read the outbox %r: %s",
-                outbox.path, exc,
+                logging.ERROR,
+                "outbox:start",
+                "brixo_otel: could not read the outbox %r: %s",
+                outbox.path,
+                exc,
             )
             leftovers = 0
         if leftovers:
@@ -201,8 +204,11 @@ class SignalProcessor:
                 exporter.shutdown()
             except Exception:
                 log_rate_limited(
-                    logging.WARNING, f"exporter-shutdown:{name}",
-                    "brixo_otel: exporter %r failed to shut down", name, exc_info=True,
+                    logging.WARNING,
+                    f"exporter-shutdown:{name}",
+                    "brixo_otel: exporter %r failed to shut down",
+                    name,
+                    exc_info=True,
                 )
         return self._shutdown_result
 
@@ -226,14 +232,18 @@ class SignalProcessor:
             try:
                 for index in range(self._max_in_flight):
                     sender = threading.Thread(
-                        target=self._send_loop, args=(jobs, results),
-                        name=f"brixo-otel-export-{index}", daemon=True,
+                        target=self._send_loop,
+                        args=(jobs, results),
+                        name=f"brixo-otel-export-{index}",
+                        daemon=True,
                     )
                     sender.start()
                     started.append(sender)
                 worker = threading.Thread(
-                    target=self._run, args=(jobs, results, len(started)),
-                    name="brixo-otel-delivery", daemon=True,
+                    target=self._run,
+                    args=(jobs, results, len(started)),
+                    name="brixo-otel-delivery",
+                    daemon=True,
                 )
                 worker.start()
             except RuntimeError as exc:  # at interpreter shutdown, or out of threads
@@ -241,9 +251,11 @@ class SignalProcessor:
                     jobs.put(None)
                 self._start_failed = True
                 log_rate_limited(
-                    logging.DEBUG, "worker:start",
+                    logging.DEBUG,
+                    "worker:start",
                     "brixo_otel: cannot start the delivery thread (%s); delivering from "
-                    "flush/shutdown instead, and the outbox keeps the rest", exc,
+                    "flush/shutdown instead, and the outbox keeps the rest",
+                    exc,
                 )
                 return False
             self._worker = worker
@@ -292,17 +304,22 @@ class SignalProcessor:
                     wait = self._idle_time(len(in_flight) >= self._max_in_flight)
                 except (sqlite3.Error, OutboxClosed) as exc:
                     log_rate_limited(
-                        logging.ERROR, "outbox:worker",
+                        logging.ERROR,
+                        "outbox:worker",
                         "brixo_otel: outbox %r unusable (%s); delivery retries in %.1f s",
-                        self._outbox.path, exc, self._poll_interval,
+                        self._outbox.path,
+                        exc,
+                        self._poll_interval,
                     )
                     wait = self._poll_interval
                 except Exception:
                     if raise_internal_errors():
                         raise
                     log_rate_limited(
-                        logging.ERROR, "internal:delivery", "brixo_otel: internal error in "
-                        "the delivery worker; it carries on", exc_info=True,
+                        logging.ERROR,
+                        "internal:delivery",
+                        "brixo_otel: internal error in the delivery worker; it carries on",
+                        exc_info=True,
                     )
                     wait = self._poll_interval
                 if deadline is not None:
@@ -380,8 +397,11 @@ class SignalProcessor:
                     self._record(delivery, self._export(delivery))
         except (sqlite3.Error, OutboxClosed) as exc:
             log_rate_limited(
-                logging.ERROR, "outbox:inline", "brixo_otel: outbox %r unusable (%s)",
-                self._outbox.path, exc,
+                logging.ERROR,
+                "outbox:inline",
+                "brixo_otel: outbox %r unusable (%s)",
+                self._outbox.path,
+                exc,
             )
 
     # -- one attempt ----------------------------------------------------------------------------
@@ -397,9 +417,12 @@ class SignalProcessor:
             result = self._exporters[destination].export(delivery.signal)
         except Exception as exc:
             log_rate_limited(
-                logging.WARNING, f"export:{destination}",
+                logging.WARNING,
+                f"export:{destination}",
                 "brixo_otel: exporter %r raised %s; the signal will be retried",
-                destination, type(exc).__name__, exc_info=True,
+                destination,
+                type(exc).__name__,
+                exc_info=True,
             )
             return DeliveryResult(DeliveryStatus.RETRY, f"exporter raised {type(exc).__name__}")
         finally:
@@ -433,7 +456,8 @@ class SignalProcessor:
                 logger.error(
                     "brixo_otel: %s refused the API key (%s). Delivery to it is paused; its "
                     "signals are kept in the outbox until a client with a valid key sends them.",
-                    destination, result.reason or "unauthorized",
+                    destination,
+                    result.reason or "unauthorized",
                 )
         elif status is DeliveryStatus.PERMANENT:
             reason = result.reason or "rejected by the destination"
@@ -458,7 +482,11 @@ class SignalProcessor:
             self._metrics.retried(destination, reason_class(status.value, result.reason))
             logger.debug(
                 "brixo_otel: signal %s to %s: %s (%s); retry in %.2f s",
-                signal.id, destination, status.value, result.reason, when - now,
+                signal.id,
+                destination,
+                status.value,
+                result.reason,
+                when - now,
             )
 
     def _give_up(self, delivery: Delivery, reason: str, reason_kind: str) -> None:
@@ -466,9 +494,13 @@ class SignalProcessor:
         self._outbox.dead_letter(delivery, reason)
         self._metrics.dead_lettered(destination, reason_kind)
         log_rate_limited(
-            logging.WARNING, f"dead-letter:{destination}:{reason_kind}",
+            logging.WARNING,
+            f"dead-letter:{destination}:{reason_kind}",
             "brixo_otel: signal %s to %s was dead-lettered: %s (kept in the outbox; "
-            "`brixo-otel outbox retry` requeues it)", delivery.signal.id, destination, reason,
+            "`brixo-otel outbox retry` requeues it)",
+            delivery.signal.id,
+            destination,
+            reason,
         )
         self._callback("on_error", self._on_error, delivery.signal, destination, reason)
 
@@ -478,8 +510,11 @@ class SignalProcessor:
         else:
             reason, kind = f"outbox unavailable: {type(exc).__name__}: {exc}", "outbox_error"
         log_rate_limited(
-            logging.ERROR, f"refused:{kind}",
-            "brixo_otel: signal %s was refused and will not be delivered: %s", signal.id, reason,
+            logging.ERROR,
+            f"refused:{kind}",
+            "brixo_otel: signal %s was refused and will not be delivered: %s",
+            signal.id,
+            reason,
         )
         for destination in self._destinations:
             self._metrics.refused(destination, kind)
@@ -496,8 +531,11 @@ class SignalProcessor:
             callback(*args)
         except Exception:
             log_rate_limited(
-                logging.ERROR, f"callback:{name}",
-                "brixo_otel: the %s callback raised; delivery carries on", name, exc_info=True,
+                logging.ERROR,
+                f"callback:{name}",
+                "brixo_otel: the %s callback raised; delivery carries on",
+                name,
+                exc_info=True,
             )
 
     # -- state ----------------------------------------------------------------------------------
@@ -520,9 +558,9 @@ class SignalProcessor:
         self._init_runtime()
 
 
-def _call_weak(method: weakref.WeakMethod[Callable[[], Mapping[str, int] | None]]) -> (
-    Mapping[str, int] | None
-):
+def _call_weak(
+    method: weakref.WeakMethod[Callable[[], Mapping[str, int] | None]],
+) -> Mapping[str, int] | None:
     bound = method()
     return None if bound is None else bound()
 

@@ -36,8 +36,13 @@ class RetryPolicy:
     not_found_window: float = 600.0
 
     def __post_init__(self) -> None:
-        for name in ("initial_backoff", "max_backoff", "max_retry_after", "max_age",
-                     "not_found_window"):
+        for name in (
+            "initial_backoff",
+            "max_backoff",
+            "max_retry_after",
+            "max_age",
+            "not_found_window",
+        ):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value >= 0:
                 raise ValueError(f"RetryPolicy.{name} must be a number >= 0, got {value!r}")

@@ -56,8 +56,10 @@ def main() -> None:
     _processor.EXIT_BUDGET_SECONDS = 1.0  # type: ignore[misc]  # keep the hang test short
     outbox = Outbox(outbox_path)
     processor = SignalProcessor(
-        outbox, [RecordingExporter(record, hang=hang)],
-        policy=RetryPolicy(initial_backoff=0.01, max_backoff=0.05), poll_interval=0.05,
+        outbox,
+        [RecordingExporter(record, hang=hang)],
+        policy=RetryPolicy(initial_backoff=0.01, max_backoff=0.05),
+        poll_interval=0.05,
     )
     if len(sys.argv) > 6:  # start together with the other processes
         Path(sys.argv[5]).touch()

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint typecheck clean
+.PHONY: demo test bench lint typecheck clean services
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
-test: $(STAMP)
+# Servers the tests run for real (Redis, Prometheus), installed from Debian's packages if missing.
+services:
+	bash scripts/redis-server.sh >/dev/null
+	if [ -f scripts/prometheus.sh ]; then bash scripts/prometheus.sh >/dev/null; fi
+
+test: $(STAMP) services
 	$(BIN)/ruff check brixo_otel tests benchmarks examples
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider

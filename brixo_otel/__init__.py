@@ -7,7 +7,15 @@ Brixo Signals API and emitted into the rated message's trace.
 
 import logging
 
-from brixo_otel._api import afeedback, configure, feedback, flush, get_client, shutdown
+from brixo_otel._api import (
+    afeedback,
+    configure,
+    feedback,
+    flush,
+    get_client,
+    link_token,
+    shutdown,
+)
 from brixo_otel._client import Client
 from brixo_otel._compat import Brixo
 from brixo_otel._errors import ConfigurationError
@@ -36,6 +44,7 @@ __all__ = [
     "flush",
     "get_client",
     "interaction",
+    "link_token",
     "message",
     "message_span",
     "set_message_id",

@@ -13,9 +13,9 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from brixo_otel import _client, _config
 from brixo_otel._client import Client, DeliveredHook, ErrorHook
-from brixo_otel._correlation._index import InMemorySpanIndex, SpanIndex
+from brixo_otel._correlation._choose import span_index_from
+from brixo_otel._correlation._index import SpanIndex
 from brixo_otel._correlation._metrics import DEFAULT_DIMENSIONS, check_dimensions
-from brixo_otel._errors import ConfigurationError
 from brixo_otel._internal import logger
 from brixo_otel._signals._model import Signal
 
@@ -25,6 +25,12 @@ if TYPE_CHECKING:
     from brixo_otel.exporters import SignalExporter
 
 _configure_lock = threading.Lock()
+_first_use_lock = threading.Lock()
+
+#: Messages are rated within hours, rarely days: a day covers nearly all feedback, and older
+#: feedback is still delivered, only unlinked (or linked through a link token).
+DEFAULT_INDEX_TTL_SECONDS = 24 * 3600.0
+DEFAULT_INDEX_MAX_ENTRIES = 100_000
 
 
 def configure(
@@ -38,7 +44,8 @@ def configure(
     traces_endpoint: str | None = None,
     exporters: Sequence[SignalExporter] | None = None,
     outbox_path: str | os.PathLike[str] | None = None,
-    span_index: str | SpanIndex = "memory",
+    span_index: str | SpanIndex | None = None,
+    link_secret: str | bytes | None = None,
     capture_content: bool | None = None,
     allow_insecure_http: bool | None = None,
     retry_policy: RetryPolicy | None = None,
@@ -67,10 +74,18 @@ def configure(
         outbox_path=outbox_path,
         capture_content=capture_content,
         allow_insecure_http=allow_insecure_http,
+        span_index=span_index if isinstance(span_index, str) else None,
+        link_secret=link_secret,
     )
     if exporters is not None and not isinstance(exporters, Sequence):
         raise TypeError(f"exporters must be a list of SignalExporter, got {exporters!r}")
-    index = _span_index(span_index)
+    index = span_index_from(
+        span_index
+        if span_index is not None and not isinstance(span_index, str)
+        else settings.span_index,
+        ttl_seconds=DEFAULT_INDEX_TTL_SECONDS,
+        max_entries=DEFAULT_INDEX_MAX_ENTRIES,
+    )
     dimensions = check_dimensions(
         DEFAULT_DIMENSIONS if metric_dimensions is None else metric_dimensions
     )
@@ -94,31 +109,17 @@ def configure(
     return client
 
 
-def _span_index(choice: str | SpanIndex) -> SpanIndex:
-    if choice == "memory":
-        return InMemorySpanIndex()
-    if isinstance(choice, str):
-        raise ConfigurationError(
-            f"span_index {choice!r} is not available; accepted: 'memory', or an object with "
-            "put(message_id, span_context, attributes) and get(message_id)"
-        )
-    if not (callable(getattr(choice, "put", None)) and callable(getattr(choice, "get", None))):
-        raise TypeError(f"span_index must be 'memory' or a span index object, got {choice!r}")
-    return choice
-
-
 def get_client() -> Client:
     """The default client; configured from the environment on first use if `configure()` was
     never called, so a library can call `feedback()` without owning the app's start-up."""
     client = _client.current()
     if client is not None:
         return client
-    with _configure_lock:
+    with _first_use_lock:
         client = _client.current()
         if client is None:
             logger.info("brixo_otel: configuring from the environment on first use")
-            client = Client(_config.resolve())
-            _client.set_default(client)
+            client = configure()
     return client
 
 
@@ -129,12 +130,17 @@ def feedback(
     conversation_id: str | None = None,
     user_message: str | None = None,
     occurred_at: datetime | str | None = None,
+    link: str | None = None,
 ) -> Signal:
     """Record a user's rating of one assistant message (or of a whole conversation).
 
     Returns once the signal is committed to the outbox and its `brixo.feedback` span is emitted
     into the rated message's trace; delivery happens in the background. Raises `InvalidSignal`
     for input that could never be delivered, and never for delivery problems.
+
+    `link` is a token from `link_token()`, passed back by the frontend: it links the signal to
+    the message's trace in any process, with no shared span index (the message id may then be
+    omitted; it is in the token).
     """
     return get_client().feedback(
         value,
@@ -142,6 +148,7 @@ def feedback(
         conversation_id=conversation_id,
         user_message=user_message,
         occurred_at=occurred_at,
+        link=link,
     )
 
 
@@ -152,6 +159,7 @@ async def afeedback(
     conversation_id: str | None = None,
     user_message: str | None = None,
     occurred_at: datetime | str | None = None,
+    link: str | None = None,
 ) -> Signal:
     """`feedback` for async apps: the outbox commit does not run on the event loop."""
     return await get_client().afeedback(
@@ -160,7 +168,17 @@ async def afeedback(
         conversation_id=conversation_id,
         user_message=user_message,
         occurred_at=occurred_at,
+        link=link,
     )
+
+
+def link_token(message_id: str | None = None) -> str:
+    """A compact, signed, URL-safe token that links later feedback to this message's trace.
+
+    Inside a `@message` call it names the current message; otherwise pass the `message_id` of a
+    message this process's span index still holds. Needs `link_secret` (or BRIXO_LINK_SECRET).
+    """
+    return get_client().link_token(message_id)
 
 
 def flush(timeout: float | None = None) -> bool:

@@ -8,6 +8,7 @@ when there is none.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import threading
@@ -27,14 +28,17 @@ from brixo_otel import _runtime
 from brixo_otel import attributes as attrs
 from brixo_otel._config import MEMORY_OUTBOX, Settings
 from brixo_otel._correlation._emit import emit_feedback_span
-from brixo_otel._correlation._index import InMemorySpanIndex, SpanIndex
+from brixo_otel._correlation._index import IndexedSpan, InMemorySpanIndex, SpanIndex
 from brixo_otel._correlation._metrics import DEFAULT_DIMENSIONS, FeedbackMetrics
+from brixo_otel._errors import ConfigurationError
 from brixo_otel._instrument._processor import BrixoSpanProcessor
+from brixo_otel._instrument._scope import current_message
 from brixo_otel._internal import guard, log_rate_limited
-from brixo_otel._signals._model import Signal, validate
+from brixo_otel._signals._model import InvalidSignal, Signal, validate
 from brixo_otel._version import __version__
 
 if TYPE_CHECKING:
+    from brixo_otel._correlation._tokens import LinkTokenContents
     from brixo_otel._signals._outbox import OutboxLimits
     from brixo_otel._signals._processor import SignalProcessor
     from brixo_otel._signals._retry import RetryPolicy
@@ -187,16 +191,13 @@ class Client:
         conversation_id: str | None = None,
         user_message: str | None = None,
         occurred_at: datetime | str | None = None,
+        link: str | None = None,
     ) -> Signal:
         """Validate, record in the rated trace, commit for delivery: see `brixo_otel.feedback`."""
-        signal = validate(
-            value,
-            message_id=message_id,
-            conversation_id=conversation_id,
-            user_message=user_message,
-            occurred_at=occurred_at,
+        signal, rated = self._prepare(
+            value, message_id, conversation_id, user_message, occurred_at, link
         )
-        self._emit(signal)
+        self._emit(signal, rated)
         self._enqueue(signal)
         return signal
 
@@ -208,8 +209,33 @@ class Client:
         conversation_id: str | None = None,
         user_message: str | None = None,
         occurred_at: datetime | str | None = None,
+        link: str | None = None,
     ) -> Signal:
         """`feedback` for async apps: the outbox commit runs off the event loop."""
+        signal, rated = self._prepare(
+            value, message_id, conversation_id, user_message, occurred_at, link
+        )
+        self._emit(signal, rated)
+        await asyncio.get_running_loop().run_in_executor(None, self._enqueue, signal)
+        return signal
+
+    def _prepare(
+        self,
+        value: str,
+        message_id: str | None,
+        conversation_id: str | None,
+        user_message: str | None,
+        occurred_at: datetime | str | None,
+        link: str | None,
+    ) -> tuple[Signal, IndexedSpan | None]:
+        """The validated signal and the span it rates: from the link token, else the index.
+
+        Everything here that can raise raises `InvalidSignal` (or `ConfigurationError` for a
+        token with no secret configured) before anything is emitted or queued.
+        """
+        token = self._read_link(link, message_id) if link is not None else None
+        if token is not None and message_id is None:
+            message_id = token.message_id
         signal = validate(
             value,
             message_id=message_id,
@@ -217,15 +243,69 @@ class Client:
             user_message=user_message,
             occurred_at=occurred_at,
         )
-        self._emit(signal)
-        await asyncio.get_running_loop().run_in_executor(None, self._enqueue, signal)
-        return signal
-
-    def _emit(self, signal: Signal) -> None:
-        with guard("emitting the feedback span"):
-            rated = None
-            if signal.message_id is not None:
+        rated: IndexedSpan | None = None
+        if token is not None:
+            rated = IndexedSpan(token.span_context, token.attributes)
+        elif signal.message_id is not None:
+            with guard("looking up the rated message"):
                 rated = self.span_index.get(signal.message_id)
+        if rated is not None and signal.conversation_id is None:
+            # destinations that file feedback under a conversation need it; the rated span knows
+            known = rated.attributes.get(attrs.SESSION_ID)
+            if isinstance(known, str) and known:
+                signal = dataclasses.replace(signal, conversation_id=known)
+        return signal, rated
+
+    def _read_link(self, link: object, message_id: str | None) -> LinkTokenContents:
+        from brixo_otel._correlation._tokens import decode_link_token
+
+        if self.settings.link_secret is None:
+            raise ConfigurationError(
+                "feedback(link=...) needs the secret that signed the token: "
+                "configure(link_secret=...) or BRIXO_LINK_SECRET"
+            )
+        if not isinstance(link, str):
+            raise InvalidSignal(f"link must be the string link_token() returned, got {link!r}")
+        return decode_link_token(self.settings.link_secret, link, expected_message_id=message_id)
+
+    def link_token(self, message_id: str | None = None) -> str:
+        """A signed token that carries the message's span context to wherever feedback lands.
+
+        Hand it to the frontend next to the message; `feedback(..., link=token)` then links the
+        signal to the trace in any process, with no shared index.
+        """
+        from brixo_otel._correlation._tokens import encode_link_token
+
+        if self.settings.link_secret is None:
+            raise ConfigurationError(
+                "link tokens are signed: configure(link_secret=...) or set BRIXO_LINK_SECRET"
+            )
+        scope = current_message()
+        if message_id is None or (scope is not None and scope.message_id == message_id):
+            if scope is None or scope.message_id is None or scope.span is None:
+                raise ValueError(
+                    "link_token() without a message_id must be called inside a @message "
+                    "function or message_span block whose message id is known"
+                )
+            span_context = scope.span.get_span_context()
+            gathered = dict(scope.gathered)
+            own = getattr(scope.span, "attributes", None) or {}
+            gathered.update((k, v) for k, v in dict(own).items() if k in self._indexed_attributes)
+            return encode_link_token(
+                self.settings.link_secret, scope.message_id, span_context, gathered
+            )
+        rated = self.span_index.get(message_id)
+        if rated is None:
+            raise ValueError(
+                f"no span is known for message id {message_id!r} here; call link_token() "
+                "inside the message, or where the span index holds it"
+            )
+        return encode_link_token(
+            self.settings.link_secret, message_id, rated.span_context, rated.attributes
+        )
+
+    def _emit(self, signal: Signal, rated: IndexedSpan | None) -> None:
+        with guard("emitting the feedback span"):
             emit_feedback_span(
                 self.tracer, signal, rated, capture_content=self.settings.capture_content
             )
@@ -282,6 +362,10 @@ class Client:
                 if stopped:
                     self._outbox.close()
         self._span_processor.disable()
+        close = getattr(self.span_index, "close", None)
+        if callable(close):
+            with guard("closing the span index"):
+                close()
 
     @property
     def exporters(self) -> tuple[SignalExporter, ...]:

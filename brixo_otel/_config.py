@@ -34,6 +34,8 @@ class Settings:
     outbox_path: str
     capture_content: bool
     allow_insecure_http: bool
+    span_index: str
+    link_secret: bytes | None = field(default=None, repr=False)
 
     @property
     def has_api_key(self) -> bool:
@@ -81,6 +83,8 @@ def resolve(
     outbox_path: str | os.PathLike[str] | None = None,
     capture_content: bool | None = None,
     allow_insecure_http: bool | None = None,
+    span_index: str | None = None,
+    link_secret: str | bytes | None = None,
 ) -> Settings:
     """Merge arguments over environment variables over defaults, validating what was passed."""
     from brixo_otel.exporters._http import check_endpoint_url
@@ -104,6 +108,12 @@ def resolve(
     outbox = os.fspath(outbox_path) if outbox_path is not None else None
     outbox = outbox or os.environ.get(_env.BRIXO_OUTBOX_PATH) or default_outbox_path()
 
+    if link_secret is not None and not isinstance(link_secret, (str, bytes)):
+        raise TypeError(f"link_secret must be str or bytes, got {type(link_secret).__name__}")
+    secret = link_secret if link_secret is not None else os.environ.get(_env.BRIXO_LINK_SECRET)
+    if isinstance(secret, str):
+        secret = secret.encode()
+
     return Settings(
         api_key=key,
         base_url=base,
@@ -114,4 +124,6 @@ def resolve(
         outbox_path=outbox,
         capture_content=_flag("capture_content", capture_content, _env.BRIXO_CAPTURE_CONTENT),
         allow_insecure_http=insecure,
+        span_index=_text("span_index", span_index, _env.BRIXO_SPAN_INDEX) or "memory",
+        link_secret=secret or None,
     )

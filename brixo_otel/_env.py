@@ -39,6 +39,13 @@ BRIXO_CAPTURE_CONTENT: Final = "BRIXO_CAPTURE_CONTENT"
 BRIXO_ALLOW_INSECURE_HTTP: Final = "BRIXO_ALLOW_INSECURE_HTTP"
 """`true` allows plain `http://` endpoints on hosts other than loopback. Default `false`."""
 
+BRIXO_SPAN_INDEX: Final = "BRIXO_SPAN_INDEX"
+"""Where message span contexts are kept for linking feedback: `memory` (default),
+`sqlite:///path.db` (the processes of one host) or `redis://host:6379/0` (any host)."""
+
+BRIXO_LINK_SECRET: Final = "BRIXO_LINK_SECRET"
+"""Secret (at least 16 bytes) that signs link tokens, shared by every process that accepts them."""
+
 ALL: Final = (
     BRIXO_API_KEY,
     BRIXO_BASE_URL,
@@ -49,6 +56,8 @@ ALL: Final = (
     BRIXO_OUTBOX_PATH,
     BRIXO_CAPTURE_CONTENT,
     BRIXO_ALLOW_INSECURE_HTTP,
+    BRIXO_SPAN_INDEX,
+    BRIXO_LINK_SECRET,
 )
 
 

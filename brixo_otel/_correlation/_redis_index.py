@@ -1,0 +1,212 @@
+"""A span index in Redis, shared by every process on every host that can reach it.
+
+For apps whose answer and thumbs click can land on different machines. One key per message
+(`key_prefix + message_id`), set with an expiry, so Redis does all the housekeeping: no sweeps,
+and its own `maxmemory` policy bounds the size.
+
+Redis sits on the path of every message span end, so it must never slow the app down for long:
+- Socket timeouts are short (half a second to connect and to answer) and redis-py's own retries
+  are off; a failed call fails once, quickly.
+- After a connection failure the index answers "not found" at once for a while (`retry_interval`
+  seconds, doubling up to 30 s while Redis stays away) instead of paying a timeout on every span
+  end; then one call tries again. When Redis is back it simply works again, with no restart.
+- Failures are logged at most once per interval (`log_rate_limited`, key "index:redis"), with
+  the URL stripped of any password.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
+
+from opentelemetry.trace import SpanContext
+from opentelemetry.util.types import AttributeValue
+
+from brixo_otel._correlation._codec import CodecError, decode_entry, encode_entry
+from brixo_otel._correlation._index import IndexedSpan
+from brixo_otel._errors import ConfigurationError
+from brixo_otel._internal import log_rate_limited, logger
+
+if TYPE_CHECKING:
+    import redis
+
+#: Seconds to wait for a TCP connection, and then for each answer.
+SOCKET_TIMEOUT_SECONDS: Final = 0.5
+
+#: Longest wait between two attempts while Redis is unreachable, in seconds.
+MAX_RETRY_INTERVAL_SECONDS: Final = 30.0
+
+_LOG_KEY: Final = "index:redis"
+
+
+def redacted_url(url: str) -> str:
+    """The URL as it may appear in logs and errors: scheme, host, port and path, no credentials."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        return "<unparsable Redis URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+class RedisSpanIndex:
+    """Message id → span context in Redis, with a per-key expiry of `ttl_seconds`.
+
+    Thread-safe and fork-safe as redis-py's connection pool is (it starts afresh in a child).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        ttl_seconds: float = 86400.0,
+        key_prefix: str = "brixo:span:",
+        *,
+        retry_interval: float = 1.0,
+    ) -> None:
+        try:
+            import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+        except ImportError as exc:
+            raise ConfigurationError(
+                "a redis:// span index needs the redis package: install brixo-otel[redis]"
+            ) from exc
+        if not ttl_seconds > 0:
+            raise ConfigurationError(f"ttl_seconds must be positive, got {ttl_seconds}")
+        self._url = redacted_url(url)
+        try:
+            self._redis: redis.Redis = redis.Redis.from_url(
+                url,
+                socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
+                socket_timeout=SOCKET_TIMEOUT_SECONDS,
+                # One attempt: recent redis-py versions retry with backoff by default, which
+                # would turn one dead Redis into seconds of stall at every span end.
+                retry=Retry(NoBackoff(), 0),
+            )
+        except ValueError as exc:
+            # redis-py's message may quote the URL, password included: say only what was wrong.
+            raise ConfigurationError(
+                f"span index Redis URL {self._url} cannot be used: {type(exc).__name__}"
+            ) from None
+        self._ttl_ms = max(1, round(ttl_seconds * 1000))
+        self._prefix = key_prefix
+        self._retry_interval = retry_interval
+        self._connection_errors: tuple[type[Exception], ...] = (
+            redis.ConnectionError,
+            redis.TimeoutError,
+            OSError,
+        )
+        self._lock = threading.Lock()
+        self._down = False  # a connection failed, and no call has succeeded since
+        self._down_until = 0.0  # until when calls skip Redis (monotonic clock)
+        self._probing = False  # one call is finding out whether Redis is back
+        self._failures = 0  # connection failures in a row, for the growing wait
+
+    def __repr__(self) -> str:
+        return f"RedisSpanIndex({self._url!r})"
+
+    def put(
+        self, message_id: str, span_context: SpanContext, attributes: Mapping[str, AttributeValue]
+    ) -> None:
+        try:
+            entry = encode_entry(span_context, attributes).encode("ascii")
+        except (TypeError, ValueError) as exc:
+            self._warn("could not encode a span for", exc)
+            return
+        if self._skipping():
+            return
+        try:
+            self._redis.set(self._prefix + message_id, entry, px=self._ttl_ms)
+        except Exception as exc:  # a client library's failure, whatever it is, stays here
+            self._failed("could not write to", exc)
+            return
+        except BaseException:
+            self._end_probe()  # interrupted: let the next call find out instead
+            raise
+        self._succeeded()
+
+    def get(self, message_id: str) -> IndexedSpan | None:
+        if self._skipping():
+            return None
+        try:
+            raw: Any = self._redis.get(self._prefix + message_id)
+        except Exception as exc:  # a client library's failure, whatever it is, stays here
+            self._failed("could not read from", exc)
+            return None
+        except BaseException:
+            self._end_probe()  # interrupted: let the next call find out instead
+            raise
+        self._succeeded()
+        if raw is None:
+            return None
+        try:
+            return decode_entry(raw if isinstance(raw, (bytes, str)) else str(raw))
+        except CodecError as exc:
+            self._warn("ignored an unreadable entry in", exc)
+            return None
+
+    def close(self) -> None:
+        """Close the pooled connections (a later call would open new ones)."""
+        try:
+            self._redis.close()
+        except Exception as exc:  # closing must not fail a shutdown
+            logger.debug("brixo_otel: closing the Redis span index failed: %r", exc)
+
+    # -- availability --------------------------------------------------------------------------
+
+    def _skipping(self) -> bool:
+        """Whether to answer at once without asking Redis, because it failed moments ago.
+
+        Once the wait is over, a single call (the probe) asks Redis; the others keep skipping
+        until it knows, so a hung Redis costs one timeout per wait, not one per thread.
+        """
+        if not self._down:
+            return False
+        with self._lock:
+            if self._probing or time.monotonic() < self._down_until:
+                return True
+            self._probing = True
+            return False
+
+    def _failed(self, doing: str, exc: Exception) -> None:
+        with self._lock:
+            self._probing = False
+            if isinstance(exc, self._connection_errors):
+                # Waits double while Redis stays away, so a long outage costs a timeout every
+                # half minute, not every second; the first wait is short, for quick recovery.
+                wait = min(self._retry_interval * 2**self._failures, MAX_RETRY_INTERVAL_SECONDS)
+                self._failures = min(self._failures + 1, 32)
+                self._down = True
+                self._down_until = time.monotonic() + wait
+        self._warn(doing, exc)
+
+    def _succeeded(self) -> None:
+        if not self._down:
+            return
+        with self._lock:
+            was_down, self._down, self._probing, self._failures = self._down, False, False, 0
+        if was_down:
+            logger.info("brixo_otel: the Redis span index at %s is reachable again", self._url)
+
+    def _end_probe(self) -> None:
+        with self._lock:
+            self._probing = False
+
+    def _warn(self, doing: str, exc: BaseException) -> None:
+        log_rate_limited(
+            logging.WARNING,
+            _LOG_KEY,
+            "brixo_otel: %s the Redis span index at %s (%s: %s); feedback for these messages "
+            "will not be linked to their traces until it is back",
+            doing,
+            self._url,
+            type(exc).__name__,
+            exc,
+        )

@@ -1,0 +1,72 @@
+"""Feedback handled by another process than the one that answered still lands in the answer's
+trace, and its metric carries the answer's model and agent version — through a SQLite index
+shared on one host, a real Redis server shared across hosts, or only a link token."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from brixo_otel import attributes as attrs
+from tests._redis import RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+CHILD = ROOT / "tests" / "_scripts" / "correlation_child.py"
+
+
+def run(*args: str) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, str(CHILD), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def assert_linked(answer: dict[str, Any], feedback: dict[str, Any]) -> None:
+    assert feedback["trace_id"] == answer["trace_id"]
+    assert feedback["parent_span_id"] == answer["span_id"]
+    assert feedback["links"] == [answer["span_id"]]
+    assert feedback["attributes"][attrs.GEN_AI_REQUEST_MODEL] == "gpt-5"
+    [point] = feedback["metric_points"]
+    assert point[attrs.GEN_AI_REQUEST_MODEL] == "gpt-5"
+    assert point[attrs.AGENT_VERSION] == "agent-7"  # process A's version, not B's
+    assert point[attrs.SIGNAL_VALUE] == "thumbs_up"
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    with RedisServer(tmp_path / "redis") as server:
+        yield server.url
+
+
+def test_through_a_sqlite_index_shared_on_one_host(tmp_path: Path) -> None:
+    index = f"sqlite:///{tmp_path / 'index.db'}"
+    answer = run("answer", index, "msg-sqlite")
+    feedback = run("feedback", index, "msg-sqlite")
+    assert_linked(answer, feedback)
+
+
+def test_through_a_real_redis_server(redis_url: str) -> None:
+    answer = run("answer", redis_url, "msg-redis")
+    feedback = run("feedback", redis_url, "msg-redis")
+    assert_linked(answer, feedback)
+
+
+def test_through_a_link_token_alone() -> None:
+    answer = run("answer", "memory", "msg-token")
+    feedback = run("feedback", "memory", "", answer["token"])  # not even the id is passed
+    assert_linked(answer, feedback)
+    assert feedback["attributes"][attrs.MESSAGE_ID] == "msg-token"

@@ -28,6 +28,7 @@ test: $(STAMP) services
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/signals.py
+	$(BIN)/python benchmarks/index.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -14,6 +14,7 @@ from brixo_otel._api import (
     flush,
     get_client,
     link_token,
+    retract_feedback,
     shutdown,
 )
 from brixo_otel._client import Client
@@ -47,6 +48,7 @@ __all__ = [
     "link_token",
     "message",
     "message_span",
+    "retract_feedback",
     "set_message_id",
     "shutdown",
 ]

@@ -131,6 +131,8 @@ def feedback(
     user_message: str | None = None,
     occurred_at: datetime | str | None = None,
     link: str | None = None,
+    score: int | None = None,
+    reasons: Sequence[str] | None = None,
 ) -> Signal:
     """Record a user's rating of one assistant message (or of a whole conversation).
 
@@ -138,9 +140,12 @@ def feedback(
     into the rated message's trace; delivery happens in the background. Raises `InvalidSignal`
     for input that could never be delivered, and never for delivery problems.
 
-    `link` is a token from `link_token()`, passed back by the frontend: it links the signal to
-    the message's trace in any process, with no shared span index (the message id may then be
-    omitted; it is in the token).
+    `value` is `thumbs_up` or `thumbs_down`, or `csat` / `nps` with `score=` (1 to 5 / 0 to 10) for
+    destinations that take ratings. `reasons` are short tags (`incorrect`, `too_long`).
+    A user who changes their mind simply gives feedback again: destinations that keep one item
+    per message update it. `link` is a token from `link_token()`, passed back by the frontend:
+    it links the signal to the message's trace in any process, with no shared span index (the
+    message id may then be omitted; it is in the token).
     """
     return get_client().feedback(
         value,
@@ -149,6 +154,8 @@ def feedback(
         user_message=user_message,
         occurred_at=occurred_at,
         link=link,
+        score=score,
+        reasons=reasons,
     )
 
 
@@ -160,6 +167,8 @@ async def afeedback(
     user_message: str | None = None,
     occurred_at: datetime | str | None = None,
     link: str | None = None,
+    score: int | None = None,
+    reasons: Sequence[str] | None = None,
 ) -> Signal:
     """`feedback` for async apps: the outbox commit does not run on the event loop."""
     return await get_client().afeedback(
@@ -169,7 +178,21 @@ async def afeedback(
         user_message=user_message,
         occurred_at=occurred_at,
         link=link,
+        score=score,
+        reasons=reasons,
     )
+
+
+def retract_feedback(
+    *, message_id: str | None = None, conversation_id: str | None = None
+) -> Signal:
+    """Take back the user's rating of a message (or conversation).
+
+    Delivered to the destinations that can delete or withdraw a rating (refused with
+    `InvalidSignal` when none of the configured ones can); recorded in the trace as a
+    `brixo.feedback` span with the value `retracted`.
+    """
+    return get_client().retract_feedback(message_id=message_id, conversation_id=conversation_id)
 
 
 def link_token(message_id: str | None = None) -> str:

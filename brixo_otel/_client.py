@@ -33,8 +33,8 @@ from brixo_otel._correlation._metrics import DEFAULT_DIMENSIONS, FeedbackMetrics
 from brixo_otel._errors import ConfigurationError
 from brixo_otel._instrument._processor import BrixoSpanProcessor
 from brixo_otel._instrument._scope import current_message
-from brixo_otel._internal import guard, log_rate_limited
-from brixo_otel._signals._model import InvalidSignal, Signal, validate
+from brixo_otel._internal import guard, log_rate_limited, logger
+from brixo_otel._signals._model import InvalidSignal, Signal, retraction, validate
 from brixo_otel._version import __version__
 
 if TYPE_CHECKING:
@@ -192,13 +192,16 @@ class Client:
         user_message: str | None = None,
         occurred_at: datetime | str | None = None,
         link: str | None = None,
+        score: int | None = None,
+        reasons: Sequence[str] | None = None,
     ) -> Signal:
         """Validate, record in the rated trace, commit for delivery: see `brixo_otel.feedback`."""
         signal, rated = self._prepare(
-            value, message_id, conversation_id, user_message, occurred_at, link
+            value, message_id, conversation_id, user_message, occurred_at, link, score, reasons
         )
+        destinations = self._destinations_for(signal)
         self._emit(signal, rated)
-        self._enqueue(signal)
+        self._enqueue(signal, destinations)
         return signal
 
     async def afeedback(
@@ -210,14 +213,54 @@ class Client:
         user_message: str | None = None,
         occurred_at: datetime | str | None = None,
         link: str | None = None,
+        score: int | None = None,
+        reasons: Sequence[str] | None = None,
     ) -> Signal:
         """`feedback` for async apps: the outbox commit runs off the event loop."""
         signal, rated = self._prepare(
-            value, message_id, conversation_id, user_message, occurred_at, link
+            value, message_id, conversation_id, user_message, occurred_at, link, score, reasons
         )
+        destinations = self._destinations_for(signal)
         self._emit(signal, rated)
-        await asyncio.get_running_loop().run_in_executor(None, self._enqueue, signal)
+        await asyncio.get_running_loop().run_in_executor(None, self._enqueue, signal, destinations)
         return signal
+
+    def retract_feedback(
+        self, *, message_id: str | None = None, conversation_id: str | None = None
+    ) -> Signal:
+        """Take back the user's rating of a message or conversation, where destinations can."""
+        signal = retraction(message_id=message_id, conversation_id=conversation_id)
+        rated = None
+        if signal.message_id is not None:
+            with guard("looking up the rated message"):
+                rated = self.span_index.get(signal.message_id)
+        signal = _with_known_conversation(signal, rated)
+        destinations = self._destinations_for(signal)
+        self._emit(signal, rated)
+        self._enqueue(signal, destinations)
+        return signal
+
+    def _destinations_for(self, signal: Signal) -> list[str] | None:
+        """The configured destinations that take `signal`; refuse it if none does."""
+        if not self._exporters:
+            return None
+        chosen = [e.name for e in self._exporters if e.accepts(signal)]
+        if not chosen:
+            names = ", ".join(e.name for e in self._exporters)
+            what = f"{signal.value} on a {signal.target}"
+            raise InvalidSignal(
+                f"no configured destination ({names}) accepts {what}; see each exporter's "
+                "documentation for what it takes"
+            )
+        skipped = [e.name for e in self._exporters if e.name not in chosen]
+        if skipped:
+            logger.debug(
+                "brixo_otel: %s on a %s skipped by %s, which do not take it",
+                signal.value,
+                signal.target,
+                skipped,
+            )
+        return chosen
 
     def _prepare(
         self,
@@ -227,6 +270,8 @@ class Client:
         user_message: str | None,
         occurred_at: datetime | str | None,
         link: str | None,
+        score: int | None,
+        reasons: Sequence[str] | None,
     ) -> tuple[Signal, IndexedSpan | None]:
         """The validated signal and the span it rates: from the link token, else the index.
 
@@ -242,6 +287,8 @@ class Client:
             conversation_id=conversation_id,
             user_message=user_message,
             occurred_at=occurred_at,
+            score=score,
+            reasons=reasons,
         )
         rated: IndexedSpan | None = None
         if token is not None:
@@ -249,12 +296,7 @@ class Client:
         elif signal.message_id is not None:
             with guard("looking up the rated message"):
                 rated = self.span_index.get(signal.message_id)
-        if rated is not None and signal.conversation_id is None:
-            # destinations that file feedback under a conversation need it; the rated span knows
-            known = rated.attributes.get(attrs.SESSION_ID)
-            if isinstance(known, str) and known:
-                signal = dataclasses.replace(signal, conversation_id=known)
-        return signal, rated
+        return _with_known_conversation(signal, rated), rated
 
     def _read_link(self, link: object, message_id: str | None) -> LinkTokenContents:
         from brixo_otel._correlation._tokens import decode_link_token
@@ -313,7 +355,7 @@ class Client:
                 signal.value, signal.target, rated.attributes if rated is not None else {}
             )
 
-    def _enqueue(self, signal: Signal) -> None:
+    def _enqueue(self, signal: Signal, destinations: list[str] | None = None) -> None:
         if self._signals is None:
             log_rate_limited(
                 logging.WARNING,
@@ -323,7 +365,7 @@ class Client:
             )
             return
         with guard("queueing a signal"):
-            self._signals.enqueue(signal)
+            self._signals.enqueue(signal, destinations)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -377,6 +419,17 @@ class Client:
             f"traces_endpoint={self.settings.traces_endpoint!r}, "
             f"exporters={[type(e).__name__ for e in self._exporters]}, pid={os.getpid()})"
         )
+
+
+def _with_known_conversation(signal: Signal, rated: IndexedSpan | None) -> Signal:
+    """Destinations that file message feedback under its conversation need the conversation id;
+    when the app did not pass it, the rated span knows it."""
+    if rated is None or signal.conversation_id is not None:
+        return signal
+    known = rated.attributes.get(attrs.SESSION_ID)
+    if isinstance(known, str) and known:
+        return dataclasses.replace(signal, conversation_id=known)
+    return signal
 
 
 def _remaining_ms(deadline: float) -> int:

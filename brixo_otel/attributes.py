@@ -37,6 +37,8 @@ SIGNAL_VALUE: Final = "brixo.signal.value"
 SIGNAL_TARGET: Final = "brixo.signal.target"
 SIGNAL_ID: Final = "brixo.signal.id"
 SIGNAL_USER_MESSAGE: Final = "brixo.signal.user_message"
+SIGNAL_SCORE: Final = "brixo.signal.score"
+SIGNAL_REASONS: Final = "brixo.signal.reasons"
 
 GEN_AI_EVALUATION_EVENT: Final = "gen_ai.evaluation.result"
 GEN_AI_EVALUATION_NAME: Final = "gen_ai.evaluation.name"

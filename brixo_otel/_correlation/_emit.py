@@ -31,6 +31,8 @@ def emit_feedback_span(
         attrs.SIGNAL_TARGET: signal.target,
         attrs.SIGNAL_ID: signal.id,
     }
+    if signal.score is not None:
+        span_attributes[attrs.SIGNAL_SCORE] = signal.score
     if signal.message_id is not None:
         span_attributes[attrs.MESSAGE_ID] = signal.message_id
     if signal.conversation_id is not None:
@@ -52,12 +54,22 @@ def emit_feedback_span(
     span = tracer.start_span(
         attrs.FEEDBACK_SPAN_NAME, context=parent, links=links, attributes=span_attributes
     )
-    event: dict[str, AttributeValue] = {
-        attrs.GEN_AI_EVALUATION_NAME: attrs.USER_FEEDBACK_EVALUATION,
-        attrs.GEN_AI_EVALUATION_SCORE_LABEL: signal.value,
-        attrs.GEN_AI_EVALUATION_SCORE_VALUE: 1.0 if signal.value == THUMBS_UP else 0.0,
-    }
-    if capture_content and signal.user_message is not None:
-        event[attrs.GEN_AI_EVALUATION_EXPLANATION] = signal.user_message
-    span.add_event(attrs.GEN_AI_EVALUATION_EVENT, event)
+    if signal.reasons:
+        span.set_attribute(attrs.SIGNAL_REASONS, list(signal.reasons))
+    if not signal.is_retraction:  # a withdrawn rating is no evaluation result
+        event: dict[str, AttributeValue] = {
+            attrs.GEN_AI_EVALUATION_NAME: attrs.USER_FEEDBACK_EVALUATION,
+            attrs.GEN_AI_EVALUATION_SCORE_LABEL: signal.value,
+            attrs.GEN_AI_EVALUATION_SCORE_VALUE: _score(signal),
+        }
+        if capture_content and signal.user_message is not None:
+            event[attrs.GEN_AI_EVALUATION_EXPLANATION] = signal.user_message
+        span.add_event(attrs.GEN_AI_EVALUATION_EVENT, event)
     span.end()
+
+
+def _score(signal: Signal) -> float:
+    """1.0 / 0.0 for thumbs; the score itself for ratings (csat 1 to 5, nps 0 to 10)."""
+    if signal.score is not None:
+        return float(signal.score)
+    return 1.0 if signal.value == THUMBS_UP else 0.0

@@ -19,7 +19,19 @@ from typing import Any, Final, Literal
 FEEDBACK: Final = "feedback"
 THUMBS_UP: Final = "thumbs_up"
 THUMBS_DOWN: Final = "thumbs_down"
-VALUES: Final = (THUMBS_UP, THUMBS_DOWN)
+THUMBS: Final = (THUMBS_UP, THUMBS_DOWN)
+#: Customer satisfaction, `score` 1 to 5.
+CSAT: Final = "csat"
+#: Net promoter score, `score` 0 to 10.
+NPS: Final = "nps"
+#: What `retract_feedback()` sends: the user took their rating back.
+RETRACTED: Final = "retracted"
+VALUES: Final = (THUMBS_UP, THUMBS_DOWN, CSAT, NPS)
+SCORE_RANGES: Final = {CSAT: (1, 5), NPS: (0, 10)}
+
+#: At most this many reason tags per signal, each a short token such as `too_long`.
+MAX_REASONS: Final = 10
+_REASON: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 
 #: Longest message or conversation id accepted, in characters.
 MAX_ID_LENGTH: Final = 512
@@ -69,8 +81,20 @@ class Signal:
     conversation_id: str | None
     occurred_at: datetime
     user_message: str | None = None
+    #: For `csat` and `nps`: the score given.
+    score: int | None = None
+    #: Short tags saying why (`incorrect`, `too_long`), for destinations that take them.
+    reasons: tuple[str, ...] = ()
     name: str = FEEDBACK
     id: str = field(default_factory=new_signal_id)
+
+    @property
+    def is_thumbs(self) -> bool:
+        return self.value in THUMBS
+
+    @property
+    def is_retraction(self) -> bool:
+        return self.value == RETRACTED
 
     @property
     def target_id(self) -> str:
@@ -90,6 +114,8 @@ class Signal:
                 "conversation_id": self.conversation_id,
                 "occurred_at": format_timestamp(self.occurred_at),
                 "user_message": self.user_message,
+                "score": self.score,
+                "reasons": list(self.reasons),
             },
             separators=(",", ":"),
             ensure_ascii=False,
@@ -107,6 +133,8 @@ class Signal:
             conversation_id=data["conversation_id"],
             occurred_at=datetime.fromisoformat(data["occurred_at"].replace("Z", "+00:00")),
             user_message=data["user_message"],
+            score=data.get("score"),
+            reasons=tuple(data.get("reasons") or ()),
         )
 
 
@@ -159,6 +187,36 @@ def parse_occurred_at(given: object) -> datetime:
     )
 
 
+def _check_reasons(reasons: object) -> tuple[str, ...]:
+    if reasons is None:
+        return ()
+    if isinstance(reasons, str) or not isinstance(reasons, (list, tuple, set, frozenset)):
+        raise InvalidSignal(
+            f"reasons must be a list of short tags, e.g. ['incorrect', 'too_long'], got {reasons!r}"
+        )
+    tags = tuple(reasons)
+    if len(tags) > MAX_REASONS:
+        raise InvalidSignal(f"{len(tags)} reasons given; at most {MAX_REASONS} are accepted")
+    for tag in tags:
+        if not isinstance(tag, str) or not _REASON.match(tag):
+            raise InvalidSignal(
+                f"reason {tag!r} is not a short tag; accepted: 1 to 64 letters, digits and "
+                "_ . : - (starting with a letter or digit), e.g. 'too_long'"
+            )
+    return tuple(dict.fromkeys(tags))
+
+
+def _check_score(value: str, score: object) -> int | None:
+    if value not in SCORE_RANGES:
+        if score is not None:
+            raise InvalidSignal(f"score is only for {', '.join(SCORE_RANGES)}; {value} takes none")
+        return None
+    low, high = SCORE_RANGES[value]
+    if isinstance(score, bool) or not isinstance(score, int) or not low <= score <= high:
+        raise InvalidSignal(f"{value} needs score= an integer from {low} to {high}, got {score!r}")
+    return score
+
+
 def validate(
     value: object,
     *,
@@ -166,6 +224,8 @@ def validate(
     conversation_id: object = None,
     user_message: object = None,
     occurred_at: object = None,
+    score: object = None,
+    reasons: object = None,
     accepted_values: tuple[str, ...] = VALUES,
 ) -> Signal:
     """Build a `Signal` from what the app passed, or raise `InvalidSignal` naming the problem."""
@@ -173,6 +233,7 @@ def validate(
         raise InvalidSignal(
             f"value {value!r} is not a feedback value; accepted: {', '.join(accepted_values)}"
         )
+    checked_score = _check_score(value, score)
     checked_message_id = _check_id("message_id", message_id)
     checked_conversation_id = _check_id("conversation_id", conversation_id)
     if checked_message_id is None and checked_conversation_id is None:
@@ -196,4 +257,16 @@ def validate(
         conversation_id=checked_conversation_id,
         occurred_at=moment,
         user_message=user_message,
+        score=checked_score,
+        reasons=_check_reasons(reasons),
+    )
+
+
+def retraction(*, message_id: object = None, conversation_id: object = None) -> Signal:
+    """The signal that takes back a user's earlier rating of a message or conversation."""
+    return validate(
+        RETRACTED,
+        message_id=message_id,
+        conversation_id=conversation_id,
+        accepted_values=(RETRACTED,),
     )

@@ -41,7 +41,7 @@ CORRUPT_ROW: Final = "corrupt row"
 #: How long a writer waits for another process's transaction before giving up, in milliseconds.
 BUSY_TIMEOUT_MS: Final = 5000
 
-_SCHEMA_VERSION: Final = 1
+_SCHEMA_VERSION: Final = 2
 
 _SCHEMA: Final = (
     """CREATE TABLE IF NOT EXISTS deliveries (
@@ -71,7 +71,16 @@ _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS counters ("
     " destination TEXT NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL,"
     " PRIMARY KEY (destination, name))",
+    # What a destination must remember between deliveries and across restarts: the item it
+    # created for a message (to update it later), the first step of a two-step submit.
+    "CREATE TABLE IF NOT EXISTS exporter_state ("
+    " destination TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"
+    " updated_at REAL NOT NULL, PRIMARY KEY (destination, key))",
+    "CREATE INDEX IF NOT EXISTS exporter_state_age ON exporter_state (updated_at)",
 )
+
+#: Exporter state unused for this long is forgotten; a user rarely changes a rating later.
+STATE_TTL_SECONDS: Final = 90 * 86400.0
 
 _INSERT: Final = (
     "INSERT INTO deliveries"
@@ -441,6 +450,39 @@ class Outbox:
                     (owner,),
                 ).rowcount
         return reclaimed
+
+    # -- exporter state ---------------------------------------------------------------------
+
+    def state_get(self, destination: str, key: str) -> str | None:
+        with self._reading() as conn:
+            row = conn.execute(
+                "SELECT value FROM exporter_state WHERE destination = ? AND key = ?",
+                (destination, key),
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def state_set(self, destination: str, key: str, value: str) -> None:
+        """Store and commit at once: the next step may crash, and must find this on retry."""
+        now = time.time()
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO exporter_state (destination, key, value, updated_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (destination, key)"
+                " DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                (destination, key, value, now),
+            )
+            conn.execute(  # bounded clean-up, a little at a time
+                "DELETE FROM exporter_state WHERE rowid IN (SELECT rowid FROM exporter_state"
+                " WHERE updated_at < ? LIMIT 50)",
+                (now - STATE_TTL_SECONDS,),
+            )
+
+    def state_delete(self, destination: str, key: str) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "DELETE FROM exporter_state WHERE destination = ? AND key = ?",
+                (destination, key),
+            )
 
     def requeue_dead(self, destination: str | None = None) -> int:
         """Give dead letters a fresh start (new age, no attempts); corrupt rows stay dead."""

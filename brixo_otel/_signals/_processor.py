@@ -81,6 +81,8 @@ class SignalProcessor:
             )
         self._outbox = outbox
         self._exporters: dict[str, SignalExporter] = dict(zip(names, exporters, strict=True))
+        for name, exporter in self._exporters.items():
+            exporter.bind_state(_OutboxState(outbox, name))
         self._destinations = tuple(names)
         self._policy = policy
         self._max_in_flight = max_in_flight
@@ -133,14 +135,16 @@ class SignalProcessor:
 
     # -- app-facing -----------------------------------------------------------------------------
 
-    def enqueue(self, signal: Signal) -> bool:
-        """Commit `signal` for every destination and wake the worker. Never raises.
+    def enqueue(self, signal: Signal, destinations: Sequence[str] | None = None) -> bool:
+        """Commit `signal` for every destination (or those named) and wake the worker. Never
+        raises.
 
         False means the signal was refused (outbox full or unwritable): that was logged, counted
         and reported to `on_error`; nothing was stored.
         """
+        chosen = self._destinations if destinations is None else tuple(destinations)
         try:
-            self._outbox.add(signal, self._destinations)
+            self._outbox.add(signal, chosen)
         except (OutboxFull, OutboxClosed, sqlite3.Error, OSError) as exc:
             self._refuse(signal, exc)
             return False
@@ -149,7 +153,7 @@ class SignalProcessor:
                 raise
             self._refuse(signal, exc)
             return False
-        for destination in self._destinations:
+        for destination in chosen:
             self._metrics.enqueued(destination)
         if self._ensure_worker() and self._wants_wake:
             self._wake.set()
@@ -556,6 +560,25 @@ class SignalProcessor:
         """The child starts with fresh locks and no threads; its worker starts lazily. The
         parent's leases carry the parent's pid, so the child never touches them."""
         self._init_runtime()
+
+
+class _OutboxState:
+    """One destination's slice of the outbox's exporter state."""
+
+    __slots__ = ("_destination", "_outbox")
+
+    def __init__(self, outbox: Outbox, destination: str) -> None:
+        self._outbox = outbox
+        self._destination = destination
+
+    def get(self, key: str) -> str | None:
+        return self._outbox.state_get(self._destination, key)
+
+    def set(self, key: str, value: str) -> None:
+        self._outbox.state_set(self._destination, key, value)
+
+    def delete(self, key: str) -> None:
+        self._outbox.state_delete(self._destination, key)
 
 
 def _call_weak(

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import abc
 import enum
+import threading
 from dataclasses import dataclass
+from typing import Protocol
 
 from brixo_otel._signals._model import Signal
 
@@ -48,6 +50,41 @@ class DeliveryResult:
 _DELIVERED = DeliveryResult(DeliveryStatus.DELIVERED)
 
 
+class ExporterState(Protocol):
+    """Small durable memory of one destination, shared by the processes of one outbox.
+
+    For what a destination must remember between deliveries: the item it created for a message
+    (so a changed mind updates it instead of adding a second), or the first step of a two-step
+    submit (so a retry after a crash does not repeat it). Every `set` is committed at once.
+    """
+
+    def get(self, key: str) -> str | None: ...
+
+    def set(self, key: str, value: str) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+
+class MemoryExporterState:
+    """Process-local `ExporterState`, for an exporter used without an outbox (tests, scripts)."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            return self._values.get(key)
+
+    def set(self, key: str, value: str) -> None:
+        with self._lock:
+            self._values[key] = value
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._values.pop(key, None)
+
+
 class SignalExporter(abc.ABC):
     """A destination for feedback signals.
 
@@ -58,6 +95,28 @@ class SignalExporter(abc.ABC):
     #: Stable key of this destination in the outbox; two exporters with the same name share
     #: delivery state, so give each configured destination its own.
     name: str = "signals"
+
+    _state: ExporterState | None = None
+
+    @property
+    def state(self) -> ExporterState:
+        """Durable when the exporter runs behind an outbox; in memory otherwise."""
+        if self._state is None:
+            self._state = MemoryExporterState()
+        return self._state
+
+    def bind_state(self, state: ExporterState) -> None:
+        """Called by the signal processor with this destination's slice of the outbox."""
+        self._state = state
+
+    def accepts(self, signal: Signal) -> bool:
+        """Whether this destination can take `signal` at all.
+
+        `feedback()` refuses a signal that no configured destination accepts; a destination
+        that does not accept one is skipped for it (never dead-lettered). The default takes
+        thumbs up/down on a message or a conversation.
+        """
+        return signal.is_thumbs
 
     @abc.abstractmethod
     def export(self, signal: Signal) -> DeliveryResult:

@@ -26,6 +26,10 @@ class ConsoleSignalExporter(SignalExporter):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
 
+    def accepts(self, signal: Signal) -> bool:
+        """Every kind of signal, retractions included: this destination is for seeing them."""
+        return True
+
     def export(self, signal: Signal) -> DeliveryResult:
         line = signal.to_json() + "\n"
         stream = self._stream if self._stream is not None else sys.stdout

@@ -19,6 +19,10 @@ class InMemorySignalExporter(SignalExporter):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
 
+    def accepts(self, signal: Signal) -> bool:
+        """Every kind of signal, retractions included: this destination is for seeing them."""
+        return True
+
     def export(self, signal: Signal) -> DeliveryResult:
         with self._lock:
             self._signals.append(signal)

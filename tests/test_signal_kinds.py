@@ -1,0 +1,145 @@
+"""Ratings, reasons and retractions, and destinations that declare what they accept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import brixo_otel
+from brixo_otel import RetryPolicy
+from brixo_otel import attributes as attrs
+from brixo_otel._cli import main as cli
+from brixo_otel._signals._model import Signal
+from brixo_otel.exporters import (
+    BrixoSignalExporter,
+    DeliveryResult,
+    InMemorySignalExporter,
+    SignalExporter,
+)
+from brixo_otel.testing import BrixoTestServer, SpanCapture
+
+FAST = RetryPolicy(initial_backoff=0.02, max_backoff=0.2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"value": "csat"}, "csat needs score= an integer from 1 to 5, got None"),
+        ({"value": "csat", "score": 6}, "from 1 to 5"),
+        ({"value": "nps", "score": -1}, "from 0 to 10"),
+        ({"value": "nps", "score": 7.5}, "from 0 to 10"),
+        ({"value": "csat", "score": True}, "from 1 to 5"),
+        ({"value": "thumbs_up", "score": 3}, "score is only for csat, nps"),
+        ({"value": "thumbs_up", "reasons": "too_long"}, "reasons must be a list"),
+        ({"value": "thumbs_up", "reasons": ["too long"]}, "is not a short tag"),
+        ({"value": "thumbs_up", "reasons": ["x"] * 11}, "at most 10"),
+        ({"value": "retracted"}, "accepted: thumbs_up, thumbs_down, csat, nps"),
+    ],
+)
+def test_ratings_and_reasons_are_validated(
+    kwargs: dict[str, object], fragment: str, capture: SpanCapture
+) -> None:
+    brixo_otel.configure(
+        tracer_provider=capture.provider,
+        traces_endpoint="none",
+        exporters=[InMemorySignalExporter()],
+        outbox_path=":memory:",
+    )
+    value = kwargs.pop("value")
+    with pytest.raises(brixo_otel.InvalidSignal, match=fragment):
+        brixo_otel.feedback(value, conversation_id="c", **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_signal_no_destination_accepts_is_refused_and_others_skip_it(
+    brixo_server: BrixoTestServer,
+    capture: SpanCapture,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    outbox = tmp_path / "outbox.db"
+    brixo = BrixoSignalExporter(api_key="test-key", base_url=brixo_server.url)
+    brixo_otel.configure(
+        tracer_provider=capture.provider,
+        traces_endpoint="none",
+        exporters=[brixo],
+        outbox_path=outbox,
+        retry_policy=FAST,
+    )
+    with pytest.raises(brixo_otel.InvalidSignal, match=r"no configured destination \(brixo\)"):
+        brixo_otel.feedback("csat", score=4, conversation_id="c-1")
+    with pytest.raises(brixo_otel.InvalidSignal, match="accepts retracted on a message"):
+        brixo_otel.retract_feedback(message_id="m-1")
+    assert capture.spans() == []  # refused before anything was emitted
+
+    memory = InMemorySignalExporter()
+    brixo_otel.configure(
+        tracer_provider=capture.provider,
+        traces_endpoint="none",
+        exporters=[BrixoSignalExporter(api_key="test-key", base_url=brixo_server.url), memory],
+        outbox_path=outbox,
+        retry_policy=FAST,
+    )
+    brixo_server.register_conversation("c-1")
+    rating = brixo_otel.feedback("csat", score=4, conversation_id="c-1", reasons=["fast"])
+    thumbs = brixo_otel.feedback("thumbs_up", conversation_id="c-1")
+    assert brixo_otel.flush(timeout=10)
+    assert [s.id for s in memory.signals()] == [rating.id, thumbs.id]
+    assert memory.signals()[0].score == 4 and memory.signals()[0].reasons == ("fast",)
+    assert [s.idempotency_key for s in brixo_server.signals()] == [thumbs.id]
+
+    assert cli(["outbox", "status", "--path", str(outbox)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split()[1:] for line in table[1:-1]}
+    assert rows["brixo"][2] == "1"  # delivered: only the thumbs
+    assert rows["memory"][2] == "2"
+
+
+def test_ratings_and_retractions_in_the_trace(capture: SpanCapture) -> None:
+    brixo_otel.configure(
+        tracer_provider=capture.provider,
+        traces_endpoint="none",
+        exporters=[InMemorySignalExporter()],
+        outbox_path=":memory:",
+    )
+    brixo_otel.feedback("nps", score=9, conversation_id="c", reasons=["helpful", "fast"])
+    brixo_otel.retract_feedback(conversation_id="c")
+    rating, retraction = capture.spans(attrs.FEEDBACK_SPAN_NAME)
+    assert rating.attributes[attrs.SIGNAL_VALUE] == "nps"
+    assert rating.attributes[attrs.SIGNAL_SCORE] == 9
+    assert list(rating.attributes[attrs.SIGNAL_REASONS]) == ["helpful", "fast"]
+    assert rating.events[0].attributes[attrs.GEN_AI_EVALUATION_SCORE_VALUE] == 9.0
+    assert retraction.attributes[attrs.SIGNAL_VALUE] == "retracted"
+    assert retraction.events == ()
+
+
+class Remembering(SignalExporter):
+    """Counts its deliveries in its durable state, as a two-step destination would."""
+
+    name = "remembering"
+
+    def export(self, signal: Signal) -> DeliveryResult:
+        seen = int(self.state.get("count") or 0)
+        self.state.set("count", str(seen + 1))
+        self.state.set(f"item:{signal.conversation_id}", signal.id)
+        return DeliveryResult.delivered()
+
+
+def test_exporter_state_survives_the_client_and_is_per_destination(
+    capture: SpanCapture, tmp_path: Path
+) -> None:
+    outbox = tmp_path / "outbox.db"
+    for expected in (1, 2):
+        exporter = Remembering()
+        brixo_otel.configure(
+            tracer_provider=capture.provider,
+            traces_endpoint="none",
+            exporters=[exporter],
+            outbox_path=outbox,
+        )
+        signal = brixo_otel.feedback("thumbs_up", conversation_id=f"c-{expected}")
+        assert brixo_otel.flush(timeout=10)
+        assert exporter.state.get("count") == str(expected)
+        assert exporter.state.get(f"item:c-{expected}") == signal.id
+        brixo_otel.shutdown()
+    assert InMemorySignalExporter().state.get("count") is None

@@ -339,13 +339,24 @@ class SignalProcessor:
             self._notify_progress()
 
     def _collect(self, results: queue.SimpleQueue[_Result], in_flight: dict[int, Delivery]) -> None:
+        delivered: list[Delivery] = []
         while True:
             try:
                 delivery, result = results.get_nowait()
             except queue.Empty:
-                return
-            if in_flight.pop(delivery.row_id, None) is not None:
+                break
+            if in_flight.pop(delivery.row_id, None) is None:
+                continue
+            if result.status is DeliveryStatus.DELIVERED:
+                delivered.append(delivery)  # the common case: recorded together below
+            else:
                 self._record(delivery, result)
+        if len(delivered) == 1:
+            self._record(delivered[0], DeliveryResult.delivered())
+        elif delivered:
+            self._outbox.mark_delivered_many(delivered)
+            for delivery in delivered:
+                self._after_delivered(delivery)
 
     def _claim(self, limit: int) -> list[Delivery]:
         if limit <= 0:
@@ -438,6 +449,13 @@ class SignalProcessor:
             )
         return result
 
+    def _after_delivered(self, delivery: Delivery) -> None:
+        self._metrics.delivered(delivery.destination)
+        logger.debug(
+            "brixo_otel: signal %s delivered to %s", delivery.signal.id, delivery.destination
+        )
+        self._callback("on_delivered", self._on_delivered, delivery.signal, delivery.destination)
+
     def _record(self, delivery: Delivery, result: DeliveryResult) -> None:
         """Act on one answer. Runs in the worker (or the inline drain), never concurrently."""
         status = result.status
@@ -449,9 +467,7 @@ class SignalProcessor:
         policy = self._policy
         if status is DeliveryStatus.DELIVERED:
             self._outbox.mark_delivered(delivery)
-            self._metrics.delivered(destination)
-            logger.debug("brixo_otel: signal %s delivered to %s", signal.id, destination)
-            self._callback("on_delivered", self._on_delivered, signal, destination)
+            self._after_delivered(delivery)
         elif status is DeliveryStatus.UNAUTHORIZED:
             self._outbox.release(delivery)
             self._paused[destination] = math.inf

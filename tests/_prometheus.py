@@ -1,0 +1,274 @@
+"""A real, throwaway Prometheus and the example app it scrapes, for the dashboard test.
+
+A real Prometheus rather than parsing /metrics ourselves, because what must be right is what
+Grafana will see: the names the OpenTelemetry exporter gives metrics and labels, and what
+PromQL's `sum by`, `or` and division make of them. A test that needs Prometheus fails (never
+skips) when it cannot be had, so a CI image without it is noticed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+INSTALLER = REPO / "scripts" / "prometheus.sh"
+EXAMPLE_APP = REPO / "examples" / "prometheus_app.py"
+LOOPBACK = "127.0.0.1"
+SCRAPE_JOB = "brixo-example"
+
+T = TypeVar("T")
+
+
+def prometheus_binary() -> str:
+    """The path of `prometheus`, installing it with scripts/prometheus.sh if missing."""
+    found = shutil.which("prometheus")
+    if found is not None:
+        return found
+    result = subprocess.run(
+        ["bash", str(INSTALLER)], capture_output=True, text=True, timeout=300, check=False
+    )
+    found = shutil.which("prometheus")
+    if result.returncode != 0 or found is None:
+        raise RuntimeError(
+            f"prometheus is needed and could not be installed by {INSTALLER}:\n"
+            f"{result.stderr[-2000:]}"
+        )
+    return found
+
+
+def unused_port() -> int:
+    """A loopback port the kernel just handed out, so nothing else listens on it now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((LOOPBACK, 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def wait_for(check: Callable[[], T | None], timeout: float, what: str) -> T:
+    """Poll `check` until it returns something other than None; every wait here is bounded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found is not None:
+            return found
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"gave up after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def _tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-3000:] if path.exists() else "(no output)"
+
+
+def _stop(process: subprocess.Popen[bytes] | None) -> None:
+    """Terminate politely, kill if need be, and always reap (no zombie, no ResourceWarning)."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+class _Process:
+    """A child process whose output goes to a log file (a pipe nobody reads could fill up)."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def _spawn(self, command: Sequence[str], cwd: Path) -> None:
+        if self._process is not None:
+            raise RuntimeError(f"{command[0]} is already running")
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("wb") as output:
+            self._process = subprocess.Popen(
+                list(command),
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+
+    def exited(self) -> bool:
+        return self._process is None or self._process.poll() is not None
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        _stop(process)
+
+
+class ExampleApp(_Process):
+    """examples/prometheus_app.py serving /metrics on a free loopback port."""
+
+    READY_LINE = "serving metrics on "
+
+    def __init__(self, directory: Path, messages_per_model: int) -> None:
+        super().__init__(directory / "app.log")
+        self.port = unused_port()
+        self.messages_per_model = messages_per_model
+
+    @property
+    def target(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        command = [
+            sys.executable,
+            str(EXAMPLE_APP),
+            "--port",
+            str(self.port),
+            "--messages",
+            str(self.messages_per_model),
+        ]
+        self._spawn(command, cwd=REPO)
+
+        def ready() -> bool | None:
+            if self.READY_LINE in _tail(self.log):
+                return True
+            if self.exited():
+                raise RuntimeError(f"the example app exited early:\n{_tail(self.log)}")
+            return None
+
+        try:
+            wait_for(ready, timeout, "the example app to serve /metrics")
+        except BaseException:
+            self.stop()
+            raise
+
+    def __enter__(self) -> ExampleApp:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class PrometheusServer(_Process):
+    """One `prometheus` on a free loopback port, scraping `targets` every second."""
+
+    def __init__(self, directory: Path, targets: Sequence[str]) -> None:
+        super().__init__(directory / "prometheus.log")
+        self.binary = prometheus_binary()
+        self.directory = directory
+        self.port = unused_port()
+        self.targets = list(targets)
+        self._http: httpx.Client | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def write_config(self) -> Path:
+        """A one-job config; JSON is valid YAML, which spares a YAML dependency."""
+        config = {
+            "global": {
+                "scrape_interval": "1s",
+                "scrape_timeout": "1s",
+                "evaluation_interval": "1s",
+            },
+            "scrape_configs": [
+                {"job_name": SCRAPE_JOB, "static_configs": [{"targets": self.targets}]}
+            ],
+        }
+        path = self.directory / "prometheus.yml"
+        path.write_text(json.dumps(config, indent=2))
+        return path
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        config = self.write_config()
+        command = [
+            self.binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={self.directory / 'data'}",
+            f"--web.listen-address={LOOPBACK}:{self.port}",
+            "--log.level=warn",
+        ]
+        self._spawn(command, cwd=self.directory)
+        # No proxy from the environment may see loopback traffic.
+        self._http = httpx.Client(base_url=self.url, timeout=5.0, trust_env=False)
+
+        def ready() -> bool | None:
+            if self.exited():
+                raise RuntimeError(f"prometheus exited early:\n{_tail(self.log)}")
+            try:
+                return True if self._http_client().get("/-/ready").status_code == 200 else None
+            except httpx.TransportError:
+                return None
+
+        try:
+            wait_for(ready, timeout, "prometheus to be ready")
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        try:
+            super().stop()
+        finally:
+            http, self._http = self._http, None
+            if http is not None:
+                http.close()
+
+    def _http_client(self) -> httpx.Client:
+        if self._http is None:
+            raise RuntimeError("prometheus is not running")
+        return self._http
+
+    def api(self, path: str, params: Mapping[str, str | Sequence[str]]) -> Any:
+        """GET an /api/v1 endpoint and return its `data`, raising on a PromQL error."""
+        response = self._http_client().get(f"/api/v1/{path}", params=params)
+        body = response.json()
+        if response.status_code != 200 or body.get("status") != "success":
+            raise AssertionError(f"Prometheus refused {path} {dict(params)}: {body}")
+        return body["data"]
+
+    def query(self, expr: str) -> list[tuple[dict[str, str], float]]:
+        """An instant query: each series of the result as (labels, value)."""
+        data = self.api("query", {"query": expr})
+        if data["resultType"] == "scalar":
+            return [({}, float(data["result"][1]))]
+        if data["resultType"] != "vector":
+            raise AssertionError(f"expected an instant vector from {expr!r}, got {data}")
+        return [(item["metric"], float(item["value"][1])) for item in data["result"]]
+
+    def scalar(self, expr: str) -> float | None:
+        """The value of a query that yields at most one series (None when it yields none)."""
+        result = self.query(expr)
+        if len(result) > 1:
+            raise AssertionError(f"{expr!r} gave {len(result)} series, expected at most one")
+        if not result or math.isnan(result[0][1]):
+            return None
+        return result[0][1]
+
+    def __enter__(self) -> PrometheusServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

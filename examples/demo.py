@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from opentelemetry import trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import brixo_otel
 from brixo_otel import attributes as attrs
@@ -73,6 +75,8 @@ async def chat() -> None:
 
 def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="brixo-demo-"))
+    reader = InMemoryMetricReader()  # in production: the Prometheus reader, see docs/dashboards.md
+    meters = MeterProvider(metric_readers=[reader])
     with BrixoTestServer(api_key="demo-key", db_path=str(workdir / "server.db")) as server:
         brixo_otel.configure(
             api_key="demo-key",
@@ -82,6 +86,7 @@ def main() -> None:
             environment="demo",
             agent_version="2026.11",
             outbox_path=workdir / "outbox.db",
+            meter_provider=meters,
         )
         print(f"local Brixo server at {server.url}; outbox {workdir / 'outbox.db'}\n")
         asyncio.run(chat())
@@ -103,6 +108,8 @@ def main() -> None:
         brixo_otel.shutdown()
 
         print_table(server, delivered)
+        print_rates(reader)
+        meters.shutdown()
 
 
 def print_table(server: BrixoTestServer, delivered: bool) -> None:
@@ -136,6 +143,41 @@ def print_table(server: BrixoTestServer, delivered: bool) -> None:
         f"{conversation.value if conversation else 'no rating'}"
         f"{' (delivered)' if conversation else ''}"
     )
+
+
+def counts(reader: InMemoryMetricReader, name: str) -> list[tuple[dict[str, object], float]]:
+    data = reader.get_metrics_data()
+    return [
+        (dict(point.attributes or {}), point.value)
+        for resource_metrics in (data.resource_metrics if data else [])
+        for scope in resource_metrics.scope_metrics
+        for metric in scope.metrics
+        if metric.name == name
+        for point in metric.data.data_points  # type: ignore[union-attr]
+    ]
+
+
+def print_rates(reader: InMemoryMetricReader) -> None:
+    """The correlated view: thumbs by the model that wrote the rated message, from the metrics."""
+    messages: dict[object, float] = {}
+    for labels, value in counts(reader, "brixo.messages"):
+        model = labels.get(attrs.GEN_AI_REQUEST_MODEL)
+        messages[model] = messages.get(model, 0) + value
+    rated: dict[object, float] = {}
+    up: dict[object, float] = {}
+    for labels, value in counts(reader, "brixo.feedback"):
+        if labels.get(attrs.SIGNAL_TARGET) != "message":
+            continue
+        model = labels.get(attrs.GEN_AI_REQUEST_MODEL)
+        rated[model] = rated.get(model, 0) + value
+        if labels.get(attrs.SIGNAL_VALUE) == "thumbs_up":
+            up[model] = up.get(model, 0) + value
+    print("\nfrom the feedback metrics (brixo.feedback / brixo.messages, by the rated model):")
+    print(f"{'model':<14} {'messages':>8} {'rated':>6} {'thumbs-up rate':>15}")
+    for model in sorted(messages, key=str):
+        n_rated = rated.get(model, 0)
+        rate = f"{up.get(model, 0) / n_rated:.0%}" if n_rated else "-"
+        print(f"{model!s:<14} {messages[model]:>8.0f} {n_rated:>6.0f} {rate:>15}")
 
 
 if __name__ == "__main__":

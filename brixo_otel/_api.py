@@ -12,7 +12,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 
 from brixo_otel import _client, _config
-from brixo_otel._client import Client, DeliveredHook, ErrorHook
+from brixo_otel._client import DEFAULT_INDEXED_ATTRIBUTES, Client, DeliveredHook, ErrorHook
 from brixo_otel._correlation._choose import span_index_from
 from brixo_otel._correlation._index import SpanIndex
 from brixo_otel._correlation._metrics import DEFAULT_DIMENSIONS, check_dimensions
@@ -54,6 +54,7 @@ def configure(
     on_delivered: DeliveredHook | None = None,
     meter_provider: MeterProvider | None = None,
     metric_dimensions: Sequence[str] | None = None,
+    indexed_attributes: Sequence[str] | None = None,
 ) -> Client:
     """Set up brixo-otel for this process and make the new client the default.
 
@@ -104,9 +105,18 @@ def configure(
             on_delivered=on_delivered,
             meter_provider=meter_provider,
             metric_dimensions=dimensions,
+            indexed_attributes=_attribute_names("indexed_attributes", indexed_attributes),
         )
         _client.set_default(client)
     return client
+
+
+def _attribute_names(argument: str, names: Sequence[str] | None) -> tuple[str, ...]:
+    if names is None:
+        return DEFAULT_INDEXED_ATTRIBUTES
+    if isinstance(names, str) or not all(isinstance(n, str) and n for n in names):
+        raise TypeError(f"{argument} must be a list of attribute names, got {names!r}")
+    return tuple(names)
 
 
 def get_client() -> Client:

@@ -74,13 +74,13 @@ class Client:
         on_delivered: DeliveredHook | None = None,
         meter_provider: MeterProvider | None = None,
         metric_dimensions: Sequence[str] = DEFAULT_DIMENSIONS,
+        indexed_attributes: Sequence[str] = DEFAULT_INDEXED_ATTRIBUTES,
     ) -> None:
         self.settings = settings
         self._meter_provider = meter_provider
         self.metrics = FeedbackMetrics(meter_provider, metric_dimensions)
-        self._indexed_attributes = tuple(
-            dict.fromkeys((*DEFAULT_INDEXED_ATTRIBUTES, *metric_dimensions))
-        )
+        # metric dimensions must be kept too: feedback in another process reads them from here
+        self._indexed_attributes = tuple(dict.fromkeys((*indexed_attributes, *metric_dimensions)))
         self._closed = False
         self._lock = threading.Lock()
         self.span_index: SpanIndex = span_index if span_index is not None else InMemorySpanIndex()

@@ -131,3 +131,25 @@ def test_distinct_values_per_dimension_are_capped(
         answer(f"m-{n}", f"model-{n}")
     models = {dict(key)[attrs.GEN_AI_REQUEST_MODEL] for key in metrics.points("brixo.messages")}
     assert models == {"model-0", "model-1", "model-2", "_other"}
+
+
+def test_indexed_attributes_are_configurable(capture: SpanCapture, metrics: Metrics) -> None:
+    configure(capture, metrics, indexed_attributes=["app.route"])
+
+    @brixo_otel.message(message_id="m", name="answer")
+    def answer() -> None:
+        from opentelemetry import trace
+
+        trace.get_current_span().set_attributes(
+            {"app.route": "/chat", "app.secret": "x", attrs.GEN_AI_REQUEST_MODEL: "gpt-5"}
+        )
+
+    answer()
+    brixo_otel.feedback("thumbs_up", message_id="m")
+    feedback = capture.one(attrs.FEEDBACK_SPAN_NAME)
+    assert feedback.attributes["app.route"] == "/chat"
+    assert "app.secret" not in feedback.attributes
+    # the model is a metric dimension, so it is kept as well
+    assert feedback.attributes[attrs.GEN_AI_REQUEST_MODEL] == "gpt-5"
+    with pytest.raises(TypeError, match="indexed_attributes must be a list"):
+        configure(capture, metrics, indexed_attributes="app.route")

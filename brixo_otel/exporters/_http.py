@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import math
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timezone
 from email.utils import parsedate_to_datetime
@@ -24,8 +25,11 @@ import httpx
 from opentelemetry import context as otel_context
 
 from brixo_otel._errors import ConfigurationError
+from brixo_otel._internal import log_rate_limited
 from brixo_otel._version import __version__
 from brixo_otel.exporters._base import DeliveryResult, DeliveryStatus
+
+logger = logging.getLogger(__name__)
 
 #: Sent with every request so destinations can tell our traffic (and its version) apart.
 USER_AGENT: Final = f"brixo-otel/{__version__} python-httpx/{httpx.__version__}"
@@ -48,6 +52,10 @@ MAX_BODY_BYTES: Final = 64 * 1024
 _DELTA_SECONDS: Final = re.compile(r"^\d+(\.\d+)?$")
 _WHITESPACE: Final = re.compile(r"\s+")
 _USERINFO: Final = re.compile(r"//[^/?#]*@")
+#: What an HTTP header value may hold without escaping: visible ASCII only.
+_HEADER_SAFE: Final = re.compile(r"^[\x21-\x7e]+$")
+#: What replaces a secret that a server or an error message echoed back.
+REDACTED: Final = "[redacted]"
 
 
 def new_client(timeout: httpx.Timeout | None = None) -> httpx.Client:
@@ -98,13 +106,24 @@ def is_loopback_host(host: str) -> bool:
     return address.is_loopback
 
 
-def check_endpoint_url(url: str, *, allow_insecure_http: bool, setting: str) -> str:
+def check_endpoint_url(
+    url: str,
+    *,
+    allow_insecure_http: bool,
+    setting: str,
+    example: str = "https://api.brixo.com",
+    api_root: bool = False,
+) -> str:
     """Refuse, at configuration time, an endpoint that would leak the key or can never work.
 
     Plain http is refused to any host but loopback, because the API key travels in a header;
     `allow_insecure_http=True` is the explicit opt-out (e.g. a TLS-terminating sidecar on a
     private network). `setting` names the argument or environment variable in the error, so the
-    user knows what to fix. Returns the URL without surrounding whitespace.
+    user knows what to fix, and `example` shows a right value for that destination.
+    `api_root=True` is for a base URL that request paths are appended to: it also refuses
+    credentials (httpx would turn them into Basic auth over the destination's own header), a
+    query and a fragment, and drops a trailing slash. Returns the URL without surrounding
+    whitespace.
     """
     if not isinstance(url, str):
         raise ConfigurationError(f"{setting} must be a string URL, got {type(url).__name__}")
@@ -119,17 +138,57 @@ def check_endpoint_url(url: str, *, allow_insecure_http: bool, setting: str) -> 
     if scheme not in ("http", "https"):
         raise ConfigurationError(
             f"{setting} {shown!r} must start with https:// (or http:// for a local server); "
-            "e.g. 'https://api.brixo.com'"
+            f"e.g. {example!r}"
         )
     if not parts.hostname:
-        raise ConfigurationError(f"{setting} {shown!r} has no host; e.g. 'https://api.brixo.com'")
+        raise ConfigurationError(f"{setting} {shown!r} has no host; e.g. {example!r}")
     if scheme == "http" and not allow_insecure_http and not is_loopback_host(parts.hostname):
         raise ConfigurationError(
             f"{setting} {shown!r} uses plain http to a host that is not loopback, which would "
             "send the API key unencrypted; use https://, or pass allow_insecure_http=True if "
             "the network path is trusted"
         )
+    if api_root:
+        if "@" in parts.netloc:
+            raise ConfigurationError(
+                f"{setting} must not contain credentials (user:password@); pass the key as api_key"
+            )
+        if parts.query or parts.fragment:
+            raise ConfigurationError(
+                f"{setting} {shown!r} must not have a query or fragment; give the API root, "
+                f"e.g. {example!r}"
+            )
+        return url.rstrip("/")
     return url
+
+
+def check_header_value(value: object, *, setting: str) -> str:
+    """A setting sent in a header (a key, a namespace), stripped, or a `ConfigurationError`.
+
+    Whitespace, control or non-ASCII characters are a copy-paste slip (a trailing newline, a
+    smart quote) that would fail every request; refusing them at configuration says so once.
+    The value itself is never shown: it may be a secret.
+    """
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{setting} must be a string, got {type(value).__name__}")
+    value = value.strip()
+    if not value:
+        raise ConfigurationError(f"{setting} is empty")
+    if not _HEADER_SAFE.match(value):
+        raise ConfigurationError(
+            f"{setting} contains whitespace, control or non-ASCII characters, which cannot be "
+            "sent in an HTTP header; check it was copied whole and unquoted"
+        )
+    return value
+
+
+def redact(result: DeliveryResult, secret: str) -> DeliveryResult:
+    """`result` with `secret` cut out of its reason: a server or an error message that echoes
+    the key must not pass it on to logs and dead letters."""
+    if not secret or secret not in result.reason:
+        return result
+    reason = result.reason.replace(secret, REDACTED)
+    return DeliveryResult(result.status, reason, result.retry_after)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -169,8 +228,9 @@ def truncate(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
 def error_detail(body: bytes) -> str:
     """What an error answer says, for a reason: JSON:API `errors[].detail`, else the text.
 
-    Proxies and load balancers answer with HTML or plain text, and some APIs with
-    `{"message": ...}`; a reason should carry whatever explains the failure.
+    Proxies and load balancers answer with HTML or plain text, some APIs with
+    `{"message": ...}`, and FastAPI ones with `{"detail": [{"loc": [...], "msg": ...}]}` (read
+    as `loc: msg` per error); a reason should carry whatever explains the failure.
     """
     if not body:
         return ""
@@ -190,10 +250,27 @@ def error_detail(body: bytes) -> str:
             joined = "; ".join(detail for detail in details if detail)
             if joined:
                 return truncate(joined)
+        validation = _validation_errors(document.get("detail"))
+        if validation:
+            return truncate(validation)
         for key in ("detail", "message", "error"):
             if isinstance(document.get(key), str) and document[key]:
                 return truncate(document[key])
     return truncate(text)
+
+
+def _validation_errors(detail: object) -> str:
+    """FastAPI's 422 `detail` list as `body.rating: Input should be ...; ...`, else ""."""
+    if not isinstance(detail, list):
+        return ""
+    parts = []
+    for error in detail:
+        if not isinstance(error, dict) or not error.get("msg"):
+            continue
+        loc = error.get("loc")
+        where = ".".join(str(step) for step in loc) if isinstance(loc, list) else ""
+        parts.append(f"{where}: {error['msg']}" if where else str(error["msg"]))
+    return "; ".join(parts)
 
 
 def read_bounded(response: httpx.Response, limit: int = MAX_BODY_BYTES) -> bytes:
@@ -246,14 +323,18 @@ def classify_status(
     return DeliveryResult(DeliveryStatus.RETRY, reason, retry_after=parse_retry_after(retry_after))
 
 
-def classify_response(response: httpx.Response) -> DeliveryResult:
+def classify_response(
+    response: httpx.Response, *, on_success: Callable[[bytes], DeliveryResult] | None = None
+) -> DeliveryResult:
     """Classify a streamed response, reading only as much of its body as explains an error.
 
     A success body is read too (bounded), so its connection goes back to the pool for reuse.
+    `on_success` receives it, for destinations whose answer carries something to keep (the id
+    a second step needs, a receipt); without it any 2xx is simply delivered.
     """
     body = read_bounded(response)
     if 200 <= response.status_code < 300:
-        return DeliveryResult.delivered()
+        return DeliveryResult.delivered() if on_success is None else on_success(body)
     return classify_status(
         response.status_code,
         detail=error_detail(body),
@@ -267,3 +348,48 @@ def classify_exception(exc: Exception) -> DeliveryResult:
     message = truncate(str(exc))
     name = type(exc).__name__
     return DeliveryResult(DeliveryStatus.RETRY, f"{name}: {message}" if message else name)
+
+
+def send_request(
+    client: httpx.Client,
+    request: httpx.Request,
+    *,
+    destination: str,
+    on_success: Callable[[bytes], DeliveryResult] | None = None,
+) -> DeliveryResult:
+    """Send one request and classify the answer (see `classify_response`); never raises.
+
+    For exporters that make several calls per signal: each call gets the same suppression of
+    instrumentation, the same bounded body read and the same logging. Only the method, the path
+    and the status are logged, at DEBUG: never a header or a body.
+    """
+    path = request.url.raw_path.decode("ascii", errors="replace")
+    started = time.perf_counter()
+    try:
+        with instrumentation_suppressed():
+            response = client.send(request, stream=True)
+            try:
+                result = classify_response(response, on_success=on_success)
+            finally:
+                response.close()
+    except Exception as exc:
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        if not isinstance(exc, httpx.HTTPError):
+            log_rate_limited(
+                logging.WARNING,
+                f"exporter:{destination}:unexpected",
+                "brixo_otel: unexpected %s while sending to %s; will retry",
+                type(exc).__name__,
+                destination,
+            )
+        logger.debug(
+            "%s %s failed after %.1f ms: %s",
+            request.method,
+            path,
+            elapsed_ms,
+            type(exc).__name__,
+        )
+        return classify_exception(exc)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    logger.debug("%s %s -> %d in %.1f ms", request.method, path, response.status_code, elapsed_ms)
+    return result

@@ -8,14 +8,21 @@ from brixo_otel.exporters._base import (
 )
 from brixo_otel.exporters._brixo import BrixoSignalExporter
 from brixo_otel.exporters._console import ConsoleSignalExporter
+from brixo_otel.exporters._dixa import DixaExporter
 from brixo_otel.exporters._memory import InMemorySignalExporter
+from brixo_otel.exporters._mixpeek import MixpeekExporter
+from brixo_otel.exporters._virtuousai import VirtuousAIError, VirtuousAIExporter
 
 __all__ = [
     "BrixoSignalExporter",
     "ConsoleSignalExporter",
     "DeliveryResult",
     "DeliveryStatus",
+    "DixaExporter",
     "ExporterState",
     "InMemorySignalExporter",
+    "MixpeekExporter",
     "SignalExporter",
+    "VirtuousAIError",
+    "VirtuousAIExporter",
 ]

@@ -1,0 +1,48 @@
+"""A process that dies (SIGKILL) between Dixa's rating offer and its submit.
+
+usage: dixa_crash_child.py SERVER_URL API_KEY OUTBOX CONVERSATION
+
+It configures the client with the Dixa exporter against the contract server (which the test has
+set to hang the submit), gives feedback on the conversation, waits until the offer's id is in
+the exporter's durable state, prints the signal id and the offer id, then kills itself: the
+submit never gets an answer and the outbox still has the row in flight.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import brixo_otel
+from brixo_otel import RetryPolicy
+from brixo_otel.exporters._dixa import DixaExporter
+from brixo_otel.testing import SpanCapture
+
+AGENT_ID = "eeb3bbe5-0355-4ac1-8af5-20d42a3db24b"
+USER_ID = "b0323b42-c428-4afa-970e-20bf5bdeeec4"
+
+
+def main() -> None:
+    url, api_key, outbox, conversation = sys.argv[1:5]
+    exporter = DixaExporter(api_key, url, agent_id=AGENT_ID, user_id=USER_ID)
+    brixo_otel.configure(
+        exporters=[exporter],
+        retry_policy=RetryPolicy(initial_backoff=0.02, max_backoff=0.2),
+        outbox_path=outbox,
+        traces_endpoint="none",
+        tracer_provider=SpanCapture().provider,
+    )
+    sent = brixo_otel.feedback("thumbs_down", conversation_id=conversation, user_message="slow")
+    deadline = time.monotonic() + 20
+    while (offer := exporter.rating_id(sent.id)) is None:
+        if time.monotonic() > deadline:
+            raise SystemExit("the offer never reached the exporter's state")
+        time.sleep(0.005)
+    print(sent.id, offer, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    main()

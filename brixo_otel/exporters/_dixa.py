@@ -26,15 +26,18 @@ import httpx
 from brixo_otel._errors import ConfigurationError
 from brixo_otel._internal import log_rate_limited
 from brixo_otel._signals._model import CSAT, NPS, THUMBS_DOWN, THUMBS_UP, Signal, format_timestamp
-from brixo_otel.exporters._base import DeliveryResult, DeliveryStatus, SignalExporter
-from brixo_otel.exporters._brixo import _path_segment
+from brixo_otel.exporters._base import DeliveryResult, DeliveryStatus
 from brixo_otel.exporters._http import (
+    JSON_MEDIA_TYPE,
     USER_AGENT,
+    HttpApi,
+    HttpSignalExporter,
     check_endpoint_url,
     check_header_value,
-    new_client,
+    encode_json,
+    path_segment,
+    permanent,
     redact,
-    send_request,
     truncate,
 )
 
@@ -58,7 +61,6 @@ TraceUrlCallback = Callable[[Signal], str | None]
 
 _DIGITS: Final = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also takes other scripts
 _PROGRESS: Final = "rating:"
-_JSON: Final = "application/json"
 _THUMBS_VALUES: Final = {THUMBS_UP: 1, THUMBS_DOWN: 0}
 _NOT_DONE: Final = frozenset({DeliveryStatus.RETRY, DeliveryStatus.THROTTLED})
 
@@ -107,7 +109,7 @@ class DixaProgress:
         )
 
 
-class DixaExporter(SignalExporter):
+class DixaExporter(HttpSignalExporter):
     """Delivers conversation ratings to Dixa: thumbs, CSAT (1-5) and NPS (0-10).
 
     Takes only signals that rate a conversation (`feedback(value, conversation_id=...)` without
@@ -138,7 +140,7 @@ class DixaExporter(SignalExporter):
         name: str = "dixa",
     ) -> None:
         self._api_key = check_header_value(api_key, setting="api_key")
-        self._base_url = check_endpoint_url(
+        base_url = check_endpoint_url(
             base_url,
             allow_insecure_http=allow_insecure_http,
             setting="base_url",
@@ -155,28 +157,18 @@ class DixaExporter(SignalExporter):
         self._post_notes = bool(post_notes)
         self._trace_url = trace_url
         self.name = name
-        base = httpx.URL(self._base_url)
-        self._base = base.copy_with(raw_path=b"/")
-        self._prefix = base.raw_path.rstrip(b"/")
-        self._owns_client = client is None
-        self._client = client if client is not None else new_client(timeout)
-        # Our own client already carries the timeout; a caller's client gets it per request.
-        self._request_timeout = timeout if client is not None else None
+        self._api = HttpApi(base_url, client=client, timeout=timeout)
         self._headers = {
             # Dixa takes the key as is, without a scheme.
             "Authorization": self._api_key,
-            "Content-Type": _JSON,
-            "Accept": _JSON,
+            "Content-Type": JSON_MEDIA_TYPE,
+            "Accept": JSON_MEDIA_TYPE,
             "User-Agent": USER_AGENT,
         }
 
-    @property
-    def base_url(self) -> str:
-        return self._base_url
-
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}(base_url={self._base_url!r}, agent_id={self._agent_id!r}, "
+            f"{type(self).__name__}(base_url={self.base_url!r}, agent_id={self._agent_id!r}, "
             f"user_id={self._user_id!r}, post_notes={self._post_notes!r}, name={self.name!r})"
         )
 
@@ -227,8 +219,7 @@ class DixaExporter(SignalExporter):
         return {"message": "\n".join(lines)}
 
     def url_for(self, conversation: int, *steps: str) -> httpx.URL:
-        path = "/".join(("/beta/conversations", str(conversation), *steps))
-        return self._base.copy_with(raw_path=self._prefix + path.encode("ascii"))
+        return self._api.url("/".join(("/beta/conversations", str(conversation), *steps)))
 
     # -- delivery -------------------------------------------------------------------------------
 
@@ -247,14 +238,14 @@ class DixaExporter(SignalExporter):
         if not self.accepts(signal):
             # Only a row queued under another configuration gets here: feedback() routes by
             # accepts(). It can never be sent, so it is dead-lettered with the rule it broke.
-            return _permanent(
+            return permanent(
                 "Dixa takes thumbs_up, thumbs_down, csat and nps on a conversation; got "
                 f"{signal.value} on a {signal.target}"
             )
         assert signal.conversation_id is not None  # accepts() guarantees it
         conversation = conversation_number(signal.conversation_id)
         if conversation is None:
-            return _permanent(
+            return permanent(
                 f"conversation_id {truncate(signal.conversation_id, 80)!r} is not a Dixa "
                 "conversation id: Dixa takes the conversation's number (digits only, at most "
                 f"{INT64_MAX}, e.g. '9456'); pass that as conversation_id"
@@ -292,7 +283,7 @@ class DixaExporter(SignalExporter):
             if offer_id is None:
                 # The offer may exist, but without its id it cannot be submitted; offering
                 # again would leave it orphaned in Dixa's survey metrics.
-                return _permanent(
+                return permanent(
                     "Dixa answered 2xx without data.id, so the rating cannot be submitted: "
                     f"{truncate(body.decode('utf-8', 'replace'), 120)}"
                 )
@@ -314,7 +305,7 @@ class DixaExporter(SignalExporter):
         """Step 2: submit the result for the stored offer; None when done."""
         assert progress.offer is not None
         # The id comes from Dixa, and is escaped all the same: it goes into a path.
-        rating = _path_segment(progress.offer)
+        rating = path_segment(progress.offer)
         result = self._post(
             self.url_for(conversation, "ratings", rating, "submit"), self.submit_body(signal)
         )
@@ -325,7 +316,7 @@ class DixaExporter(SignalExporter):
             # Retrying with it cannot succeed: forget it, so `brixo-otel outbox retry` offers anew.
             unknown, progress.offer = progress.offer, None
             self._save_quietly(signal.id, progress)
-            return _permanent(f"rating submit: Dixa does not know offer {unknown}: {result.reason}")
+            return permanent(f"rating submit: Dixa does not know offer {unknown}: {result.reason}")
         return _step("rating submit", result)
 
     def _note(
@@ -381,14 +372,14 @@ class DixaExporter(SignalExporter):
                 or len(given) != 2
                 or not all(item is None or isinstance(item, str) for item in given)
             ):
-                return _permanent(
+                return permanent(
                     f"ids callable must return (agent_id, user_id) strings or None, got {given!r}"
                 )
             agent_id = given[0] or agent_id
             user_id = given[1] or user_id
         for value, setting in ((agent_id, "agent_id"), (user_id, "user_id")):
             if not value:
-                return _permanent(
+                return permanent(
                     f"a Dixa rating offer needs the {setting.replace('_id', '')}'s id: pass "
                     f"DixaExporter({setting}=...) or return it from ids=..."
                 )
@@ -417,21 +408,13 @@ class DixaExporter(SignalExporter):
         body: dict[str, Any],
         on_success: Callable[[bytes], DeliveryResult] | None = None,
     ) -> DeliveryResult:
-        try:
-            # ASCII escapes keep any string encodable, even one holding a lone surrogate.
-            content = json.dumps(body, separators=(",", ":")).encode("ascii")
-            extra: dict[str, Any] = {}
-            if self._request_timeout is not None:
-                extra["timeout"] = self._request_timeout
-            request = self._client.build_request(
-                "POST", url, content=content, headers=self._headers, **extra
-            )
-        except Exception as exc:
-            # This signal can never become a request; retrying would only repeat the failure.
-            return _permanent(
-                f"cannot build the request: {type(exc).__name__}: {truncate(str(exc))}"
-            )
-        return send_request(self._client, request, destination=self.name, on_success=on_success)
+        return self._api.call(
+            lambda: self._api.request(
+                "POST", url, headers=self._headers, content=encode_json(body)
+            ),
+            destination=self.name,
+            on_success=on_success,
+        )
 
     def _save(self, signal_id: str, progress: DixaProgress) -> None:
         self.state.set(_PROGRESS + signal_id, progress.to_json())
@@ -450,10 +433,6 @@ class DixaExporter(SignalExporter):
                 type(exc).__name__,
             )
 
-    def shutdown(self) -> None:
-        if self._owns_client:
-            self._client.close()
-
 
 def _optional_id(value: object, setting: str) -> str | None:
     if value is None:
@@ -463,10 +442,6 @@ def _optional_id(value: object, setting: str) -> str | None:
     if not value.strip():
         raise ConfigurationError(f"{setting} is empty; give a Dixa user id or leave it out")
     return value.strip()
-
-
-def _permanent(reason: str) -> DeliveryResult:
-    return DeliveryResult(DeliveryStatus.PERMANENT, reason)
 
 
 def _step(step: str, result: DeliveryResult) -> DeliveryResult:

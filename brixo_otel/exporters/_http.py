@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from datetime import timezone
 from email.utils import parsedate_to_datetime
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 from opentelemetry import context as otel_context
@@ -27,7 +27,7 @@ from opentelemetry import context as otel_context
 from brixo_otel._errors import ConfigurationError
 from brixo_otel._internal import log_rate_limited
 from brixo_otel._version import __version__
-from brixo_otel.exporters._base import DeliveryResult, DeliveryStatus
+from brixo_otel.exporters._base import DeliveryResult, DeliveryStatus, SignalExporter
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ _USERINFO: Final = re.compile(r"//[^/?#]*@")
 _HEADER_SAFE: Final = re.compile(r"^[\x21-\x7e]+$")
 #: What replaces a secret that a server or an error message echoed back.
 REDACTED: Final = "[redacted]"
+#: The media type of a plain JSON request or answer.
+JSON_MEDIA_TYPE: Final = "application/json"
 
 
 def new_client(timeout: httpx.Timeout | None = None) -> httpx.Client:
@@ -162,6 +164,19 @@ def check_endpoint_url(
     return url
 
 
+def path_segment(identifier: str) -> str:
+    """The id as exactly one path segment, whatever characters it holds.
+
+    `quote(safe="")` escapes `/`, `?`, `#`, `%` and non-ASCII; a bare `.` or `..` survives
+    quoting but would be collapsed as a dot segment by httpx and by servers, so its dots are
+    escaped too (equivalent under RFC 3986, and decoded back by the server).
+    """
+    segment = quote(identifier, safe="")
+    if segment in (".", ".."):
+        segment = segment.replace(".", "%2E")
+    return segment
+
+
 def check_header_value(value: object, *, setting: str) -> str:
     """A setting sent in a header (a key, a namespace), stripped, or a `ConfigurationError`.
 
@@ -182,13 +197,30 @@ def check_header_value(value: object, *, setting: str) -> str:
     return value
 
 
+def scrub(text: str, secret: str) -> str:
+    """`text` with `secret` cut out: a server or an error message that echoes the key must not
+    pass it on to logs, dead letters or exceptions."""
+    return text.replace(secret, REDACTED) if secret else text
+
+
 def redact(result: DeliveryResult, secret: str) -> DeliveryResult:
-    """`result` with `secret` cut out of its reason: a server or an error message that echoes
-    the key must not pass it on to logs and dead letters."""
+    """`result` with `secret` cut out of its reason (see `scrub`)."""
     if not secret or secret not in result.reason:
         return result
-    reason = result.reason.replace(secret, REDACTED)
-    return DeliveryResult(result.status, reason, result.retry_after)
+    return DeliveryResult(result.status, scrub(result.reason, secret), result.retry_after)
+
+
+def permanent(reason: str) -> DeliveryResult:
+    """A failure that no retry can fix: the signal is dead-lettered with `reason`."""
+    return DeliveryResult(DeliveryStatus.PERMANENT, reason)
+
+
+def encode_json(document: object) -> bytes:
+    """A request body as compact JSON.
+
+    ASCII escapes keep any string encodable, even one holding a lone surrogate.
+    """
+    return json.dumps(document, separators=(",", ":")).encode("ascii")
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -393,3 +425,80 @@ def send_request(
     elapsed_ms = (time.perf_counter() - started) * 1000
     logger.debug("%s %s -> %d in %.1f ms", request.method, path, response.status_code, elapsed_ms)
     return result
+
+
+class HttpApi:
+    """One destination's web API: the root its paths hang from, and the client that calls it.
+
+    One pooled keep-alive client serves the processor's concurrent export threads. A client
+    passed in stays the caller's: it is used as is and never closed here.
+    """
+
+    def __init__(
+        self, base_url: str, *, client: httpx.Client | None, timeout: httpx.Timeout | None
+    ) -> None:
+        #: The API root as checked by `check_endpoint_url(..., api_root=True)`.
+        self.base_url = base_url
+        base = httpx.URL(base_url)
+        self._root = base.copy_with(raw_path=b"/")
+        self._prefix = base.raw_path.rstrip(b"/")
+        self._owns_client = client is None
+        self.client = client if client is not None else new_client(timeout)
+        # Our own client already carries the timeout; a caller's client gets it per request.
+        self._request_timeout = timeout if client is not None else None
+
+    def url(self, path: str) -> httpx.URL:
+        """`path` (already escaped, e.g. with `path_segment`) under the API root.
+
+        Built from raw bytes, so httpx keeps the path's escaping as is.
+        """
+        return self._root.copy_with(raw_path=self._prefix + path.encode("ascii"))
+
+    def request(
+        self, method: str, url: httpx.URL, *, headers: dict[str, str], content: bytes | None = None
+    ) -> httpx.Request:
+        """A request to send with `call`, carrying the timeout a caller's client does not have."""
+        if self._request_timeout is None:
+            return self.client.build_request(method, url, content=content, headers=headers)
+        return self.client.build_request(
+            method, url, content=content, headers=headers, timeout=self._request_timeout
+        )
+
+    def call(
+        self,
+        build: Callable[[], httpx.Request],
+        *,
+        destination: str,
+        on_success: Callable[[bytes], DeliveryResult] | None = None,
+    ) -> DeliveryResult:
+        """Build one request and send it (see `send_request`); never raises.
+
+        `build` runs inside the guard, so a failure to make the request (a path or a body that
+        will not encode) is a result too, not an exception.
+        """
+        try:
+            request = build()
+        except Exception as exc:
+            # This signal can never become a request; retrying would only repeat the failure.
+            return permanent(
+                f"cannot build the request: {type(exc).__name__}: {truncate(str(exc))}"
+            )
+        return send_request(self.client, request, destination=destination, on_success=on_success)
+
+    def close(self) -> None:
+        """Close the client, unless it is the caller's."""
+        if self._owns_client:
+            self.client.close()
+
+
+class HttpSignalExporter(SignalExporter):
+    """An exporter that talks to one web API through the `HttpApi` its `__init__` sets up."""
+
+    _api: HttpApi
+
+    @property
+    def base_url(self) -> str:
+        return self._api.base_url
+
+    def shutdown(self) -> None:
+        self._api.close()

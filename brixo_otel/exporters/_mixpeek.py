@@ -22,15 +22,17 @@ import httpx
 
 from brixo_otel._internal import log_rate_limited
 from brixo_otel._signals._model import THUMBS_DOWN, THUMBS_UP, Signal
-from brixo_otel.exporters._base import DeliveryResult, DeliveryStatus, SignalExporter
-from brixo_otel.exporters._brixo import _path_segment
+from brixo_otel.exporters._base import DeliveryResult, DeliveryStatus
 from brixo_otel.exporters._http import (
+    JSON_MEDIA_TYPE,
     USER_AGENT,
+    HttpApi,
+    HttpSignalExporter,
     check_endpoint_url,
     check_header_value,
-    new_client,
+    encode_json,
+    path_segment,
     redact,
-    send_request,
     truncate,
 )
 
@@ -42,7 +44,6 @@ RATINGS: Final = {THUMBS_UP: "positive", THUMBS_DOWN: "negative"}
 #: State key prefix of a signal's receipt; the value is the receipt as JSON, or `{}` when
 #: Mixpeek answered 2xx with a body we could not read (delivered all the same).
 _RECEIPT: Final = "receipt:"
-_JSON: Final = "application/json"
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ class MixpeekReceipt:
         )
 
 
-class MixpeekExporter(SignalExporter):
+class MixpeekExporter(HttpSignalExporter):
     """Delivers thumbs on messages to Mixpeek's agent-session feedback endpoint.
 
     Accepts `thumbs_up`/`thumbs_down` on a message whose conversation id is known (it is the
@@ -107,7 +108,7 @@ class MixpeekExporter(SignalExporter):
     ) -> None:
         self._api_key = check_header_value(api_key, setting="api_key")
         self._namespace = check_header_value(namespace, setting="namespace")
-        self._base_url = check_endpoint_url(
+        base_url = check_endpoint_url(
             base_url,
             allow_insecure_http=allow_insecure_http,
             setting="base_url",
@@ -115,17 +116,7 @@ class MixpeekExporter(SignalExporter):
             api_root=True,
         )
         self.name = name
-        base = httpx.URL(self._base_url)
-        self._base = base.copy_with(raw_path=b"/")
-        self._prefix = base.raw_path.rstrip(b"/")
-        self._owns_client = client is None
-        self._client = client if client is not None else new_client(timeout)
-        # Our own client already carries the timeout; a caller's client gets it per request.
-        self._request_timeout = timeout if client is not None else None
-
-    @property
-    def base_url(self) -> str:
-        return self._base_url
+        self._api = HttpApi(base_url, client=client, timeout=timeout)
 
     @property
     def namespace(self) -> str:
@@ -133,7 +124,7 @@ class MixpeekExporter(SignalExporter):
 
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}(base_url={self._base_url!r}, "
+            f"{type(self).__name__}(base_url={self.base_url!r}, "
             f"namespace={self._namespace!r}, name={self.name!r})"
         )
 
@@ -151,8 +142,7 @@ class MixpeekExporter(SignalExporter):
     def url_for(self, signal: Signal) -> httpx.URL:
         """The session's feedback endpoint; the session id is percent-encoded as one segment."""
         assert signal.conversation_id is not None  # accepts() guarantees it
-        path = f"/v1/agents/sessions/{_path_segment(signal.conversation_id)}/feedback"
-        return self._base.copy_with(raw_path=self._prefix + path.encode("ascii"))
+        return self._api.url(f"/v1/agents/sessions/{path_segment(signal.conversation_id)}/feedback")
 
     def headers_for(self, signal: Signal) -> dict[str, str]:
         """Mixpeek's two required headers, plus the signal id as an `Idempotency-Key`.
@@ -163,8 +153,8 @@ class MixpeekExporter(SignalExporter):
         return {
             "Authorization": f"Bearer {self._api_key}",
             "X-Namespace": self._namespace,
-            "Content-Type": _JSON,
-            "Accept": _JSON,
+            "Content-Type": JSON_MEDIA_TYPE,
+            "Accept": JSON_MEDIA_TYPE,
             "User-Agent": USER_AGENT,
             "Idempotency-Key": signal.id,
         }
@@ -211,33 +201,17 @@ class MixpeekExporter(SignalExporter):
                 "Mixpeek takes thumbs_up/thumbs_down on a message whose conversation id (its "
                 f"session) is known; got {signal.value} on a {signal.target}{missing}",
             )
-        try:
-            request = self._build(signal)
-        except Exception as exc:
-            # This signal can never become a request; retrying would only repeat the failure.
-            return redact(
-                DeliveryResult(
-                    DeliveryStatus.PERMANENT,
-                    f"cannot build the request: {type(exc).__name__}: {truncate(str(exc))}",
-                ),
-                self._api_key,
-            )
-        result = send_request(
-            self._client,
-            request,
+        result = self._api.call(
+            lambda: self._build(signal),
             destination=self.name,
             on_success=lambda body: self._keep_receipt(signal, body),
         )
         return redact(result, self._api_key)
 
     def _build(self, signal: Signal) -> httpx.Request:
-        # ASCII escapes keep any string encodable, even one holding a lone surrogate.
-        content = json.dumps(self.body_for(signal), separators=(",", ":")).encode("ascii")
-        extra: dict[str, Any] = {}
-        if self._request_timeout is not None:
-            extra["timeout"] = self._request_timeout
-        return self._client.build_request(
-            "POST", self.url_for(signal), content=content, headers=self.headers_for(signal), **extra
+        content = encode_json(self.body_for(signal))
+        return self._api.request(
+            "POST", self.url_for(signal), headers=self.headers_for(signal), content=content
         )
 
     def _keep_receipt(self, signal: Signal, body: bytes) -> DeliveryResult:
@@ -266,7 +240,3 @@ class MixpeekExporter(SignalExporter):
                 type(exc).__name__,
             )
         return DeliveryResult(DeliveryStatus.DELIVERED, note)
-
-    def shutdown(self) -> None:
-        if self._owns_client:
-            self._client.close()

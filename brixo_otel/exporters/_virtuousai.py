@@ -37,17 +37,20 @@ import httpx
 from brixo_otel._errors import ConfigurationError
 from brixo_otel._internal import log_rate_limited, raise_internal_errors
 from brixo_otel._signals._model import Signal, format_timestamp
-from brixo_otel.exporters._base import DeliveryResult, DeliveryStatus, SignalExporter
+from brixo_otel.exporters._base import DeliveryResult, DeliveryStatus
 from brixo_otel.exporters._http import (
-    REDACTED,
+    JSON_MEDIA_TYPE,
     USER_AGENT,
+    HttpApi,
+    HttpSignalExporter,
     check_endpoint_url,
     check_header_value,
+    encode_json,
     error_detail,
     instrumentation_suppressed,
-    new_client,
+    permanent,
     redact,
-    send_request,
+    scrub,
     truncate,
 )
 
@@ -62,7 +65,6 @@ DEFAULT_SOURCE_SURFACE: Final = "chat_message"
 CLIENT_FEEDBACK_NAMESPACE: Final = uuid.UUID("6f1d3f5e-7f43-5c4b-9a63-0e2b1c0a7d11")
 
 _COLLECTION: Final = "/api/v1/feedback"
-_JSON: Final = "application/json"
 #: The spec offers `authorization`, `X-API-Key` and `vai_token`; an API key goes in the header
 #: named for it (see docs/destinations/virtuousai.md for why not the other two).
 _API_KEY_HEADER: Final = "X-API-Key"
@@ -116,10 +118,6 @@ def _not_a_uuid(ours: str, theirs: str, value: str) -> str:
         f"{ours} {shown!r}{size} is not a UUID, and VirtuousAI requires {theirs} to be one; "
         "use UUIDs for the ids your app gives feedback() for this destination"
     )
-
-
-def _permanent(reason: str) -> DeliveryResult:
-    return DeliveryResult(DeliveryStatus.PERMANENT, reason)
 
 
 def _noted(note: str) -> DeliveryResult:
@@ -221,7 +219,7 @@ class _MessageLocks:
                     self._locks[key] = (lock, users - 1)
 
 
-class VirtuousAIExporter(SignalExporter):
+class VirtuousAIExporter(HttpSignalExporter):
     """Delivers thumbs on messages to VirtuousAI as one reaction item per message.
 
     Accepts `thumbs_up`/`thumbs_down` on a message whose conversation id is known (it becomes the
@@ -242,7 +240,7 @@ class VirtuousAIExporter(SignalExporter):
         name: str = "virtuousai",
     ) -> None:
         self._api_key = check_header_value(api_key, setting="api_key")
-        self._base_url = check_endpoint_url(
+        base_url = check_endpoint_url(
             base_url,
             allow_insecure_http=allow_insecure_http,
             setting="base_url",
@@ -255,27 +253,17 @@ class VirtuousAIExporter(SignalExporter):
             )
         self.source_surface = source_surface
         self.name = name
-        base = httpx.URL(self._base_url)
-        self._base = base.copy_with(raw_path=b"/")
-        self._prefix = base.raw_path.rstrip(b"/")
-        self._owns_client = client is None
-        self._client = client if client is not None else new_client(timeout)
-        # Our own client already carries the timeout; a caller's client gets it per request.
-        self._request_timeout = timeout if client is not None else None
+        self._api = HttpApi(base_url, client=client, timeout=timeout)
         self._headers = {
             _API_KEY_HEADER: self._api_key,
-            "Accept": _JSON,
+            "Accept": JSON_MEDIA_TYPE,
             "User-Agent": USER_AGENT,
         }
         self._locks = _MessageLocks()
 
-    @property
-    def base_url(self) -> str:
-        return self._base_url
-
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}(base_url={self._base_url!r}, "
+            f"{type(self).__name__}(base_url={self.base_url!r}, "
             f"source_surface={self.source_surface!r}, name={self.name!r})"
         )
 
@@ -347,7 +335,7 @@ class VirtuousAIExporter(SignalExporter):
     def _export(self, signal: Signal) -> DeliveryResult:
         message_id = signal.message_id
         if signal.target != "message" or message_id is None:
-            return _permanent("VirtuousAI takes reactions to a message; this signal rates none")
+            return permanent("VirtuousAI takes reactions to a message; this signal rates none")
         message = _as_uuid(message_id)
         if signal.is_retraction:
             if message is None:
@@ -355,16 +343,16 @@ class VirtuousAIExporter(SignalExporter):
             with self._locks.hold(message):
                 return self._retract(signal, _STATE_KEY + message)
         if not signal.is_thumbs:
-            return _permanent(f"VirtuousAI takes thumbs_up and thumbs_down, not {signal.value}")
+            return permanent(f"VirtuousAI takes thumbs_up and thumbs_down, not {signal.value}")
         if message is None:
-            return _permanent(_not_a_uuid("message_id", "messageId", message_id))
+            return permanent(_not_a_uuid("message_id", "messageId", message_id))
         if signal.conversation_id is None:
-            return _permanent(
+            return permanent(
                 "VirtuousAI requires threadId: pass conversation_id to feedback(), or give the "
                 "message's span a conversation id"
             )
         if _as_uuid(signal.conversation_id) is None:
-            return _permanent(_not_a_uuid("conversation_id", "threadId", signal.conversation_id))
+            return permanent(_not_a_uuid("conversation_id", "threadId", signal.conversation_id))
         with self._locks.hold(message):
             return self._react(signal, _STATE_KEY + message)
 
@@ -481,21 +469,15 @@ class VirtuousAIExporter(SignalExporter):
 
     def _url(self, *segments: str) -> httpx.URL:
         # Every segment is a canonical UUID or a fixed word: nothing to escape.
-        path = "/".join((_COLLECTION, *segments))
-        return self._base.copy_with(raw_path=self._prefix + path.encode("ascii"))
+        return self._api.url("/".join((_COLLECTION, *segments)))
 
     def _request(self, method: str, url: httpx.URL, body: dict[str, Any] | None) -> httpx.Request:
         headers = dict(self._headers)
         content = None
         if body is not None:
-            headers["Content-Type"] = _JSON
-            # ASCII escapes keep any string encodable, even one holding a lone surrogate.
-            content = json.dumps(body, separators=(",", ":")).encode("ascii")
-        if self._request_timeout is None:
-            return self._client.build_request(method, url, content=content, headers=headers)
-        return self._client.build_request(
-            method, url, content=content, headers=headers, timeout=self._request_timeout
-        )
+            headers["Content-Type"] = JSON_MEDIA_TYPE
+            content = encode_json(body)
+        return self._api.request(method, url, headers=headers, content=content)
 
     def _send(
         self,
@@ -506,13 +488,9 @@ class VirtuousAIExporter(SignalExporter):
         on_success: Callable[[bytes], DeliveryResult] | None = None,
     ) -> DeliveryResult:
         url = self._url(item_id) if item_id is not None else self._url()
-        try:
-            request = self._request(method, url, body)
-        except Exception as exc:
-            # This signal can never become a request; retrying would only repeat the failure.
-            detail = f"{type(exc).__name__}: {truncate(str(exc))}"
-            return _permanent(f"cannot build the request: {detail}")
-        return send_request(self._client, request, destination=self.name, on_success=on_success)
+        return self._api.call(
+            lambda: self._request(method, url, body), destination=self.name, on_success=on_success
+        )
 
     # -- reads, for apps ------------------------------------------------------------------------
 
@@ -547,24 +525,17 @@ class VirtuousAIExporter(SignalExporter):
         request = self._request("GET", url, None)
         try:
             with instrumentation_suppressed():
-                response = self._client.send(request)
+                response = self._api.client.send(request)
         except httpx.HTTPError as exc:
             detail = f"{type(exc).__name__}: {truncate(str(exc))}"
-            raise VirtuousAIError(None, self._scrubbed(detail)) from None
+            raise VirtuousAIError(None, scrub(detail, self._api_key)) from None
         status = response.status_code
         if not 200 <= status < 300:
-            raise VirtuousAIError(status, self._scrubbed(error_detail(response.content)))
+            raise VirtuousAIError(status, scrub(error_detail(response.content), self._api_key))
         try:
             return response.json()
         except ValueError:
             raise VirtuousAIError(status, "the answer is not JSON") from None
-
-    def _scrubbed(self, text: str) -> str:
-        return text.replace(self._api_key, REDACTED)
-
-    def shutdown(self) -> None:
-        if self._owns_client:
-            self._client.close()
 
 
 def _superseded(entry: _Entry) -> DeliveryResult:

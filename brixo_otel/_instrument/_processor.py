@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
-from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.util.types import AttributeValue
@@ -117,8 +116,10 @@ class BrixoSpanProcessor(SpanProcessor):
         recorded = span.attributes
         if not recorded:
             return message.gathered
-        # A plain dict copy first: lookups on the SDK's attribute mapping are much slower.
-        values = recorded.copy() if isinstance(recorded, BoundedAttributes) else recorded
+        # The SDK hands out a read-only proxy over its attribute mapping, where every lookup goes
+        # through several layers; one `copy()` gives a plain dict, much faster to read.
+        copy = getattr(recorded, "copy", None)
+        values = copy() if copy is not None else dict(recorded)
         wanted = self._indexed_attributes
         for name, value in values.items():
             if name in wanted:

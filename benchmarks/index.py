@@ -14,7 +14,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -65,8 +65,21 @@ def per_op_micros(choice: str, ops: int) -> tuple[float, float]:
 
 
 def span_end_ratio(rounds: int, calls: int) -> tuple[float, float, float]:
-    provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(Discard(), max_queue_size=1 << 16))
+    """Two clients, each on its own provider, built once; each round points the decorator at
+    one then the other (no re-configuring, which would pile processors onto one provider)."""
+    from brixo_otel import _config, _runtime
+    from brixo_otel._client import Client
+
+    settings = _config.resolve(traces_endpoint="none", outbox_path=":memory:")
+    clients = {}
+    for name, index in (("memory index", "memory"), ("no index", NothingIndex())):
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(Discard(), max_queue_size=1 << 16))
+        clients[name] = Client(
+            settings,
+            tracer_provider=provider,
+            span_index=span_index_from(index, ttl_seconds=3600, max_entries=100_000),
+        )
 
     @brixo_otel.message
     def answer(message_id: str) -> None:
@@ -76,28 +89,18 @@ def span_end_ratio(rounds: int, calls: int) -> tuple[float, float, float]:
         for i in range(n):
             answer(f"m-{i}")
 
-    def configure(index: object) -> Callable[[], None]:
-        def use() -> None:
-            brixo_otel.configure(
-                tracer_provider=provider,
-                traces_endpoint="none",
-                outbox_path=":memory:",
-                span_index=index,  # type: ignore[arg-type]
-            )
-
-        return use
-
-    cases = {"memory index": configure("memory"), "no index": configure(NothingIndex())}
-    samples: dict[str, list[float]] = {name: [] for name in cases}
+    samples: dict[str, list[float]] = {name: [] for name in clients}
     for _ in range(rounds):
-        for name, use in cases.items():
-            use()
+        for name, client in clients.items():
+            _runtime.use_tracer(client.tracer)
             run(200)  # warm up after the switch
             start = time.perf_counter_ns()
             run(calls)
             samples[name].append((time.perf_counter_ns() - start) / calls / 1000)
-    brixo_otel.shutdown()
-    provider.shutdown()
+    for client in clients.values():
+        client.shutdown()
+        client.tracer_provider.shutdown()
+    _runtime.use_tracer(None)
     with_index = statistics.median(samples["memory index"])
     without = statistics.median(samples["no index"])
     return with_index, without, with_index / without

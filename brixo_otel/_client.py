@@ -84,13 +84,21 @@ class Client:
         self._closed = False
         self._lock = threading.Lock()
         self.span_index: SpanIndex = span_index if span_index is not None else InMemorySpanIndex()
-        self.tracer_provider = self._join_tracer_provider(tracer_provider)
-        self.tracer = self.tracer_provider.get_tracer(_runtime.INSTRUMENTATION_NAME, __version__)
-        self._trace_export = self._add_trace_export()
+        # Everything that can refuse a setting runs before anything is attached or started.
         self._exporters = list(exporters) if exporters is not None else self._default_exporters()
         self._signals = self._start_signal_pipeline(
             retry_policy, outbox_limits, on_error, on_delivered
         )
+        try:
+            self.tracer_provider = self._join_tracer_provider(tracer_provider)
+            self.tracer = self.tracer_provider.get_tracer(
+                _runtime.INSTRUMENTATION_NAME, __version__
+            )
+            self._trace_export = self._add_trace_export()
+        except BaseException:
+            if self._signals is not None:
+                self._signals.shutdown(timeout=0.5)
+            raise
 
     # -- set-up ---------------------------------------------------------------------------
 

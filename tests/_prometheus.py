@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,8 +20,8 @@ from typing import Any, TypeVar
 
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
-INSTALLER = REPO / "scripts" / "prometheus.sh"
+from tests._services import REPO, free_port, installed_binary
+
 EXAMPLE_APP = REPO / "examples" / "prometheus_app.py"
 LOOPBACK = "127.0.0.1"
 SCRAPE_JOB = "brixo-example"
@@ -33,27 +31,7 @@ T = TypeVar("T")
 
 def prometheus_binary() -> str:
     """The path of `prometheus`, installing it with scripts/prometheus.sh if missing."""
-    found = shutil.which("prometheus")
-    if found is not None:
-        return found
-    result = subprocess.run(
-        ["bash", str(INSTALLER)], capture_output=True, text=True, timeout=300, check=False
-    )
-    found = shutil.which("prometheus")
-    if result.returncode != 0 or found is None:
-        raise RuntimeError(
-            f"prometheus is needed and could not be installed by {INSTALLER}:\n"
-            f"{result.stderr[-2000:]}"
-        )
-    return found
-
-
-def unused_port() -> int:
-    """A loopback port the kernel just handed out, so nothing else listens on it now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((LOOPBACK, 0))
-        port: int = probe.getsockname()[1]
-    return port
+    return installed_binary("prometheus", "prometheus.sh")
 
 
 def wait_for(check: Callable[[], T | None], timeout: float, what: str) -> T:
@@ -119,7 +97,7 @@ class ExampleApp(_Process):
 
     def __init__(self, directory: Path, messages_per_model: int) -> None:
         super().__init__(directory / "app.log")
-        self.port = unused_port()
+        self.port = free_port()
         self.messages_per_model = messages_per_model
 
     @property
@@ -170,7 +148,7 @@ class PrometheusServer(_Process):
         super().__init__(directory / "prometheus.log")
         self.binary = prometheus_binary()
         self.directory = directory
-        self.port = unused_port()
+        self.port = free_port()
         self.targets = list(targets)
         self._http: httpx.Client | None = None
 

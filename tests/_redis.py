@@ -8,40 +8,18 @@ without it is noticed.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
 
-_REPO = Path(__file__).resolve().parent.parent
-_INSTALLER = _REPO / "scripts" / "redis-server.sh"
+from tests._services import free_port, installed_binary
 
 
 def redis_server_binary() -> str:
     """The path of `redis-server`, installing it with scripts/redis-server.sh if missing."""
-    found = shutil.which("redis-server")
-    if found is not None:
-        return found
-    result = subprocess.run(
-        ["bash", str(_INSTALLER)], capture_output=True, text=True, timeout=300, check=False
-    )
-    found = shutil.which("redis-server")
-    if result.returncode != 0 or found is None:
-        raise RuntimeError(
-            f"redis-server is needed and could not be installed by {_INSTALLER}:\n"
-            f"{result.stderr[-2000:]}"
-        )
-    return found
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now (the kernel's pick, so no guessing)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return installed_binary("redis-server", "redis-server.sh")
 
 
 def _answers_ping(port: int) -> bool:

@@ -17,7 +17,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from _prometheus import SCRAPE_JOB, ExampleApp, PrometheusServer, wait_for
+from tests._prometheus import SCRAPE_JOB, ExampleApp, PrometheusServer, wait_for
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "docs" / "dashboards" / "grafana-feedback.json"
 

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 import redis
-from _redis import RedisServer, free_port
 from opentelemetry.trace import SpanContext, TraceFlags
 
 import brixo_otel._internal as internal
@@ -31,6 +30,7 @@ from brixo_otel._correlation._index import IndexedSpan, InMemorySpanIndex
 from brixo_otel._correlation._redis_index import RedisSpanIndex, redacted_url
 from brixo_otel._correlation._sqlite_index import SqliteSpanIndex
 from brixo_otel._errors import ConfigurationError
+from tests._redis import RedisServer, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 

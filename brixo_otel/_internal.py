@@ -82,13 +82,19 @@ class guard:  # lower case: it reads as a function, `with guard("step"):`
     ) -> bool:
         if exc is None or not isinstance(exc, Exception):
             return False
-        if raise_internal_errors():
-            return False
-        log_rate_limited(
-            logging.ERROR,
-            f"internal:{self._step}",
-            "brixo_otel: internal error in %s",
-            self._step,
-            exc_info=(exc_type, exc, tb),
-        )
-        return True
+        return swallowed(self._step, exc)
+
+
+def swallowed(step: str, exc: Exception) -> bool:
+    """Log an internal failure (rate-limited) and say it may be swallowed; under our own tests,
+    say it may not, so the caller re-raises. For hot paths that use `try` instead of `guard`."""
+    if raise_internal_errors():
+        return False
+    log_rate_limited(
+        logging.ERROR,
+        f"internal:{step}",
+        "brixo_otel: internal error in %s",
+        step,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    return True

@@ -146,7 +146,8 @@ class _Traced:
         fraction of setting it afterwards, and this is the hot path of every decorated call.
         """
         parent = otel_context.get_current()
-        span_attributes: dict[str, AttributeValue] = dict(_runtime.root_span_attributes)
+        extra = _runtime.root_span_attributes
+        span_attributes: dict[str, AttributeValue] = dict(extra) if extra else {}
         if self._is_interaction:
             span_attributes[attrs.SPAN_KIND] = attrs.SPAN_KIND_ROOT
             span = _runtime.tracer.start_span(

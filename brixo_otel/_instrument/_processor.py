@@ -23,7 +23,7 @@ from brixo_otel._instrument._scope import (
     InteractionScope,
     MessageScope,
 )
-from brixo_otel._internal import guard
+from brixo_otel._internal import guard, swallowed
 
 if TYPE_CHECKING:
     from brixo_otel._correlation._index import SpanIndex
@@ -103,12 +103,15 @@ class BrixoSpanProcessor(SpanProcessor):
         message = self._open_messages.pop(span_id, None)
         if message is None:
             return
-        with guard("indexing a message span"):
+        try:  # not `with guard(...)`: this runs at the end of every message span
             kept = self._gather(message, span)
             if self._metrics is not None:
                 self._metrics.count_message(kept)
             if message.message_id is not None and self._index is not None:
                 self._index.put(message.message_id, span_context, kept)
+        except Exception as exc:
+            if not swallowed("indexing a message span", exc):
+                raise
 
     def _gather(self, message: MessageScope, span: ReadableSpan) -> dict[str, AttributeValue]:
         """Add `span`'s wanted attributes to what the message has gathered; the latest wins,

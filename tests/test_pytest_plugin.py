@@ -156,3 +156,31 @@ def test_fixtures_come_from_the_plugin(pytester: pytest.Pytester) -> None:
 
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*fixture 'brixo_server' not found*"])
+
+
+def test_brixo_client_captures_spans_and_signals_and_leaves_no_default(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        import brixo_otel
+        from brixo_otel import _client
+
+        def test_round_trip(brixo_client, span_capture, signal_capture):
+            @brixo_otel.message(message_id="m-1", name="answer")
+            def answer():
+                return "hi"
+
+            answer()
+            signal = brixo_otel.feedback("thumbs_up", message_id="m-1")
+            assert brixo_otel.flush(timeout=5)
+            assert [s.id for s in signal_capture.signals()] == [signal.id]
+            feedback = span_capture.one("brixo.feedback")
+            assert feedback.parent.span_id == span_capture.one("answer").context.span_id
+
+        def test_no_client_left_over():
+            assert _client.current() is None
+        """
+    )
+
+    pytester.runpytest(*STRICT).assert_outcomes(passed=2)

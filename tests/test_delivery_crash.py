@@ -150,7 +150,9 @@ def test_kill_9_right_after_enqueue_then_a_new_process_delivers(
     assert delivered_ids(after) == [signal_id]
 
 
-@pytest.mark.parametrize(("mode", "exit_code"), [("exit-normal", 0), ("exit-exception", 1)])
+@pytest.mark.parametrize(
+    ("mode", "exit_code"), [("exit-normal", 0), ("exit-sys-exit", 3), ("exit-exception", 1)]
+)
 def test_exit_delivers_within_the_budget(
     mode: str, exit_code: int, outbox_path: str, tmp_path: Path
 ) -> None:

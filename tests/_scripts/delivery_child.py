@@ -85,6 +85,8 @@ def main() -> None:
         outbox.close()
     elif mode == "exit-exception":
         raise RuntimeError("the app crashed")
+    elif mode == "exit-sys-exit":
+        sys.exit(3)
     # exit-normal and exit-hang: just return, and let the atexit hook do its job
 
 

@@ -146,12 +146,12 @@ class SignalProcessor:
         try:
             self._outbox.add(signal, chosen)
         except (OutboxFull, OutboxClosed, sqlite3.Error, OSError) as exc:
-            self._refuse(signal, exc)
+            self._refuse(signal, exc, chosen)
             return False
         except Exception as exc:
             if raise_internal_errors():
                 raise
-            self._refuse(signal, exc)
+            self._refuse(signal, exc, chosen)
             return False
         for destination in chosen:
             self._metrics.enqueued(destination)
@@ -524,7 +524,7 @@ class SignalProcessor:
         )
         self._callback("on_error", self._on_error, delivery.signal, destination, reason)
 
-    def _refuse(self, signal: Signal, exc: Exception) -> None:
+    def _refuse(self, signal: Signal, exc: Exception, destinations: Sequence[str]) -> None:
         if isinstance(exc, OutboxFull):
             reason, kind = str(exc), "outbox_full"
         else:
@@ -536,7 +536,7 @@ class SignalProcessor:
             signal.id,
             reason,
         )
-        for destination in self._destinations:
+        for destination in destinations:
             self._metrics.refused(destination, kind)
             self._callback("on_error", self._on_error, signal, destination, reason)
 

@@ -5,8 +5,10 @@ including a process killed between the two steps."""
 from __future__ import annotations
 
 import logging
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -295,15 +297,28 @@ def test_a_process_killed_between_offer_and_submit_completes_the_rating_once(
     server: DixaContractServer, outbox: Path
 ) -> None:
     server.hang_next(1, 20, route="submit")  # the child's submit never gets an answer
-    child = subprocess.run(
+    child = subprocess.Popen(
         [sys.executable, CHILD, server.url, KEY, str(outbox), "31337"],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=25,
         cwd=ROOT,
     )
-    assert child.returncode == -9, child.stderr
-    signal_id, offer_id = child.stdout.split()
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()  # printed once the offer id is in durable state
+        # Kill it only once its submit is on the wire: the crash falls between the two steps.
+        deadline = time.monotonic() + 20
+        while not server.requests(route="submit") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        child.send_signal(signal.SIGKILL)
+        _, stderr = child.communicate(timeout=20)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate(timeout=20)
+    assert child.returncode == -9, stderr
+    signal_id, offer_id = line.split()
     assert server.offer_count(31337) == 1 and server.results(31337) == []
 
     exporter = dixa(server)

@@ -4,14 +4,13 @@ usage: dixa_crash_child.py SERVER_URL API_KEY OUTBOX CONVERSATION
 
 It configures the client with the Dixa exporter against the contract server (which the test has
 set to hang the submit), gives feedback on the conversation, waits until the offer's id is in
-the exporter's durable state, prints the signal id and the offer id, then kills itself: the
-submit never gets an answer and the outbox still has the row in flight.
+the exporter's durable state, prints the signal id and the offer id, and waits to be killed
+(SIGKILL) by the test once its submit has reached the server: the submit never gets an answer
+and the outbox still has the row in flight.
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
 import time
 
@@ -41,7 +40,7 @@ def main() -> None:
             raise SystemExit("the offer never reached the exporter's state")
         time.sleep(0.005)
     print(sent.id, offer, flush=True)
-    os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(60)  # the test kills us (SIGKILL) once the submit is on the wire
 
 
 if __name__ == "__main__":

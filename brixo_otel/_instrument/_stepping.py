@@ -17,11 +17,12 @@ T = TypeVar("T")
 
 def step_sync(ctx: contextvars.Context, gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
     """Delegate to `gen` like `yield from`, each resumption running in `ctx`."""
+    run, send = ctx.run, gen.send  # bound once: this loop runs once per streamed item
     to_send: Any = None
     to_throw: BaseException | None = None
     while True:
         try:
-            item = ctx.run(gen.send, to_send) if to_throw is None else ctx.run(gen.throw, to_throw)
+            item = run(send, to_send) if to_throw is None else run(gen.throw, to_throw)
         except StopIteration as stop:
             return stop.value
         try:

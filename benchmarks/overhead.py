@@ -5,8 +5,8 @@
 ratio against a raw span *without* the attribute is printed too, so the cost of the id itself is
 visible. Everything runs in one process on one TracerProvider (a BatchSpanProcessor over an
 exporter that discards, plus brixo-otel's tagging processor, as in production), and the cases are
-interleaved round by round, so the machine's drift hits all of them alike. Per-call times are
-the median over rounds; ratios are decorated / raw.
+interleaved round by round in a shuffled order, with the garbage collector paused while a case runs.
+Per-call times are the median over rounds; each ratio is the median of per-round ratios.
 
     python benchmarks/overhead.py [--rounds N] [--calls N]
 """
@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import random
 import statistics
 import subprocess
 import sys
@@ -114,17 +116,39 @@ def build_cases(provider: TracerProvider) -> dict[str, Callable[[], Any]]:
     }
 
 
-def measure(cases: dict[str, Callable[[int], None]], rounds: int, calls: int) -> dict[str, float]:
+def measure(
+    cases: dict[str, Callable[[int], None]], rounds: int, calls: int
+) -> dict[str, list[float]]:
+    """Per-call µs of each case, one sample per round.
+
+    The cyclic garbage collector is paused while a case runs (it would bill one case for the
+    garbage of all) and runs between cases; the order of cases is shuffled each round (so no
+    case always follows the same neighbour).
+    """
     samples: dict[str, list[float]] = {name: [] for name in cases}
     for run in cases.values():  # warm up
         run(max(1, calls // 10))
+    order = list(cases)
+    shuffler = random.Random(7)
     for _ in range(rounds):
-        for name, run in cases.items():
+        shuffler.shuffle(order)
+        for name in order:
             n = calls // 10 if "stream" in name else calls
-            start = time.perf_counter_ns()
-            run(n)
-            samples[name].append((time.perf_counter_ns() - start) / n / 1000)
-    return {name: statistics.median(values) for name, values in samples.items()}
+            gc.collect()
+            gc.disable()
+            try:
+                start = time.perf_counter_ns()
+                cases[name](n)
+                samples[name].append((time.perf_counter_ns() - start) / n / 1000)
+            finally:
+                gc.enable()
+    return samples
+
+
+def paired_ratio(samples: dict[str, list[float]], case: str, baseline: str) -> float:
+    """Median of the per-round ratios: each pair was measured moments apart, so the drift of a
+    shared machine (which moves whole rounds) cancels out of each ratio."""
+    return statistics.median(a / b for a, b in zip(samples[case], samples[baseline], strict=True))
 
 
 def import_cost(runs: int) -> tuple[float, float]:
@@ -156,20 +180,22 @@ def main() -> None:
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(DiscardingExporter(), max_queue_size=1 << 16))
     brixo_otel.configure(tracer_provider=provider, traces_endpoint="none", outbox_path=":memory:")
-    results = measure(build_cases(provider), args.rounds, args.calls)
+    samples = measure(build_cases(provider), args.rounds, args.calls)
 
     print(f"per-call cost, median of {args.rounds} rounds (µs)")
-    for name, micros in results.items():
-        print(f"  {name:<28} {micros:9.2f}")
-    print("ratios (decorated / raw span carrying the same brixo.message_id attribute)")
+    for name, values in samples.items():
+        print(f"  {name:<28} {statistics.median(values):9.2f}")
+    print("ratios, median of per-round ratios (decorated / raw span with the same message id)")
     ratios = {
-        "sync": results["@message sync"] / results["raw span"],
-        "sync vs raw span without the id": results["@message sync"]
-        / results["raw span, no attributes"],
-        "hand-written wrapt (reference)": results["hand-written wrapt + span"]
-        / results["raw span, no attributes"],
-        "async": results["@message async"] / results["raw span async"],
-        "stream(100)": results["@message stream(100)"] / results["raw span stream(100)"],
+        "sync": paired_ratio(samples, "@message sync", "raw span"),
+        "sync vs raw span without the id": paired_ratio(
+            samples, "@message sync", "raw span, no attributes"
+        ),
+        "hand-written wrapt (reference)": paired_ratio(
+            samples, "hand-written wrapt + span", "raw span, no attributes"
+        ),
+        "async": paired_ratio(samples, "@message async", "raw span async"),
+        "stream(100)": paired_ratio(samples, "@message stream(100)", "raw span stream(100)"),
     }
     for name, ratio in ratios.items():
         print(f"  {name:<32} {ratio:6.3f}")

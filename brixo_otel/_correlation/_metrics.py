@@ -93,7 +93,7 @@ class FeedbackMetrics:
         return chosen
 
     def count_message(self, span_attributes: Mapping[str, AttributeValue]) -> None:
-        self._messages.add(1, self._bounded(span_attributes))
+        self._messages.add(1, self._bounded(span_attributes) if span_attributes else None)
 
     def count_feedback(
         self, value: str, target: str, rated_attributes: Mapping[str, AttributeValue]

@@ -44,7 +44,7 @@ _MISSING: Final = object()
 class _IdResolver:
     """Turns one `IdSource` into the id of a given call; the plan is fixed at decoration time."""
 
-    __slots__ = ("_compute", "_fixed", "_param_index", "_param_name", "_signature")
+    __slots__ = ("_compute", "_fixed", "_param_index", "_param_name", "_signature", "never")
 
     def __init__(self, argument: str, source: object, func: Callable[..., Any]) -> None:
         self._fixed: str | None = None
@@ -73,6 +73,8 @@ class _IdResolver:
                 f"'{argument}' parameter, or set_message_id() inside); got "
                 f"{type(source).__name__} {source!r}"
             )
+        #: Nothing can supply this id at call time (only `set_message_id` later): skip resolving.
+        self.never = self._fixed is None and self._compute is None and self._param_name is None
 
     def resolve(
         self, instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -156,8 +158,10 @@ class _Traced:
             ctx = otel_context.set_value(INTERACTION_KEY, InteractionScope(span), parent)
             return span, trace.set_span_in_context(span, ctx)
         assert self._message_id is not None and self._conversation_id is not None
-        message_id = self._message_id.resolve(instance, args, kwargs)
-        conversation_id = self._conversation_id.resolve(instance, args, kwargs)
+        ids = self._message_id
+        message_id = None if ids.never else ids.resolve(instance, args, kwargs)
+        ids = self._conversation_id
+        conversation_id = None if ids.never else ids.resolve(instance, args, kwargs)
         scope = MessageScope(message_id, conversation_id)
         if message_id is not None:
             span_attributes[attrs.MESSAGE_ID] = message_id

@@ -65,24 +65,33 @@ class InMemorySpanIndex:
     def put(
         self, message_id: str, span_context: SpanContext, attributes: Mapping[str, AttributeValue]
     ) -> None:
-        """Keep `attributes` as given (not copied): callers hand over a mapping they own."""
-        entry = (self._clock() + self._ttl, span_context, attributes)
+        """Keep `attributes` as given (not copied): callers hand over a mapping they own.
+
+        No lock on the common path: this runs at the end of every message span, and each step
+        is one dict operation, atomic under the GIL. Eviction, rare, takes the lock, so only one
+        thread iterates the dict; a concurrent writer can only make it evict one more.
+        """
         entries = self._entries
-        with self._lock:
-            entries.pop(message_id, None)  # re-inserted at the end: newest
-            entries[message_id] = entry
-            if len(entries) > self._max_entries:
-                del entries[next(iter(entries))]
+        entries.pop(message_id, None)  # re-inserted at the end: newest
+        entries[message_id] = (self._clock() + self._ttl, span_context, attributes)
+        if len(entries) > self._max_entries:
+            with self._lock:
+                while len(entries) > self._max_entries:
+                    try:
+                        entries.pop(next(iter(entries)), None)
+                    except RuntimeError:  # a writer changed the dict mid-step: look again
+                        continue
 
     def get(self, message_id: str) -> IndexedSpan | None:
-        with self._lock:
-            entry = self._entries.get(message_id)
-            if entry is None:
-                return None
-            expires_at, span_context, attributes = entry
-            if expires_at <= self._clock():
-                del self._entries[message_id]
-                return None
+        entry = self._entries.get(message_id)
+        if entry is None:
+            return None
+        expires_at, span_context, attributes = entry
+        if expires_at <= self._clock():
+            with self._lock:
+                if self._entries.get(message_id) is entry:  # not replaced meanwhile
+                    del self._entries[message_id]
+            return None
         return IndexedSpan(span_context, attributes)
 
     def __len__(self) -> int:

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Final, Literal
@@ -32,6 +31,9 @@ SCORE_RANGES: Final = {CSAT: (1, 5), NPS: (0, 10)}
 #: At most this many reason tags per signal, each a short token such as `too_long`.
 MAX_REASONS: Final = 10
 _REASON: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+
+#: Built once: `json.dumps` with options builds a new encoder on every call.
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 #: Longest message or conversation id accepted, in characters.
 MAX_ID_LENGTH: Final = 512
@@ -63,7 +65,8 @@ def new_signal_id() -> str:
     value |= ((rand >> 62) & 0xFFF) << 64  # rand_a
     value |= 0b10 << 62  # variant
     value |= rand & ((1 << 62) - 1)  # rand_b
-    return str(uuid.UUID(int=value))
+    digits = f"{value:032x}"  # the canonical form, without building a uuid.UUID
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -104,7 +107,7 @@ class Signal:
         return target_id
 
     def to_json(self) -> str:
-        return json.dumps(
+        return _ENCODER.encode(
             {
                 "id": self.id,
                 "name": self.name,
@@ -116,9 +119,7 @@ class Signal:
                 "user_message": self.user_message,
                 "score": self.score,
                 "reasons": list(self.reasons),
-            },
-            separators=(",", ":"),
-            ensure_ascii=False,
+            }
         )
 
     @classmethod

@@ -45,7 +45,7 @@ def configure(
     exporters: Sequence[SignalExporter] | None = None,
     outbox_path: str | os.PathLike[str] | None = None,
     span_index: str | SpanIndex | None = None,
-    link_secret: str | bytes | None = None,
+    link_secret: str | bytes | Sequence[str | bytes] | None = None,
     capture_content: bool | None = None,
     allow_insecure_http: bool | None = None,
     retry_policy: RetryPolicy | None = None,

@@ -316,7 +316,14 @@ class Client:
             )
         if not isinstance(link, str):
             raise InvalidSignal(f"link must be the string link_token() returned, got {link!r}")
-        return decode_link_token(self.settings.link_secret, link, expected_message_id=message_id)
+        first: InvalidSignal | None = None
+        for secret in self.settings.link_secrets:  # the signing secret, then retired ones
+            try:
+                return decode_link_token(secret, link, expected_message_id=message_id)
+            except InvalidSignal as exc:
+                first = first or exc
+        assert first is not None
+        raise first
 
     def link_token(self, message_id: str | None = None) -> str:
         """A signed token that carries the message's span context to wherever feedback lands.

@@ -7,6 +7,7 @@ environment value is logged and ignored, because the environment is not the app'
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +36,13 @@ class Settings:
     capture_content: bool
     allow_insecure_http: bool
     span_index: str
-    link_secret: bytes | None = field(default=None, repr=False)
+    #: Signing secret first, then older ones still accepted while their tokens live (rotation).
+    link_secrets: tuple[bytes, ...] = field(default=(), repr=False)
+
+    @property
+    def link_secret(self) -> bytes | None:
+        """The secret new link tokens are signed with."""
+        return self.link_secrets[0] if self.link_secrets else None
 
     @property
     def has_api_key(self) -> bool:
@@ -84,7 +91,7 @@ def resolve(
     capture_content: bool | None = None,
     allow_insecure_http: bool | None = None,
     span_index: str | None = None,
-    link_secret: str | bytes | None = None,
+    link_secret: str | bytes | Sequence[str | bytes] | None = None,
 ) -> Settings:
     """Merge arguments over environment variables over defaults, validating what was passed."""
     from brixo_otel.exporters._http import check_endpoint_url
@@ -108,11 +115,7 @@ def resolve(
     outbox = os.fspath(outbox_path) if outbox_path is not None else None
     outbox = outbox or os.environ.get(_env.BRIXO_OUTBOX_PATH) or default_outbox_path()
 
-    if link_secret is not None and not isinstance(link_secret, (str, bytes)):
-        raise TypeError(f"link_secret must be str or bytes, got {type(link_secret).__name__}")
-    secret = link_secret if link_secret is not None else os.environ.get(_env.BRIXO_LINK_SECRET)
-    if isinstance(secret, str):
-        secret = secret.encode()
+    secrets = _link_secrets(link_secret)
 
     return Settings(
         api_key=key,
@@ -125,5 +128,20 @@ def resolve(
         capture_content=_flag("capture_content", capture_content, _env.BRIXO_CAPTURE_CONTENT),
         allow_insecure_http=insecure,
         span_index=_text("span_index", span_index, _env.BRIXO_SPAN_INDEX) or "memory",
-        link_secret=secret or None,
+        link_secrets=secrets,
     )
+
+
+def _link_secrets(given: object) -> tuple[bytes, ...]:
+    """One secret, or several for rotation (the first signs, all verify); the variable takes
+    them comma-separated."""
+    if given is None:
+        raw = os.environ.get(_env.BRIXO_LINK_SECRET, "")
+        return tuple(part.strip().encode() for part in raw.split(",") if part.strip())
+    items = [given] if isinstance(given, (str, bytes)) else given
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, (str, bytes)) for i in items):
+        raise TypeError(
+            "link_secret must be a str or bytes secret, or a list of them (the first signs, "
+            f"all verify), got {type(given).__name__}"
+        )
+    return tuple(i.encode() if isinstance(i, str) else i for i in items if i)

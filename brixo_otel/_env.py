@@ -44,7 +44,8 @@ BRIXO_SPAN_INDEX: Final = "BRIXO_SPAN_INDEX"
 `sqlite:///path.db` (the processes of one host) or `redis://host:6379/0` (any host)."""
 
 BRIXO_LINK_SECRET: Final = "BRIXO_LINK_SECRET"
-"""Secret (at least 16 bytes) that signs link tokens, shared by every process that accepts them."""
+"""Secret (at least 16 bytes) that signs link tokens, shared by every process that accepts them.
+Several, comma-separated, rotate it: the first signs, all are accepted."""
 
 ALL: Final = (
     BRIXO_API_KEY,

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from brixo_otel import attributes as attrs
+from brixo_otel.testing import SpanCapture
 from tests._redis import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,3 +71,36 @@ def test_through_a_link_token_alone() -> None:
     feedback = run("feedback", "memory", "", answer["token"])  # not even the id is passed
     assert_linked(answer, feedback)
     assert feedback["attributes"][attrs.MESSAGE_ID] == "msg-token"
+
+
+def test_link_secret_rotation_accepts_tokens_signed_with_a_retired_secret(
+    capture: SpanCapture,
+) -> None:
+    import brixo_otel
+    from brixo_otel.exporters import InMemorySignalExporter
+
+    old, new = "retired-secret-0123456789", "current-secret-0123456789"
+
+    def configure(secret: object) -> None:
+        brixo_otel.configure(
+            tracer_provider=capture.provider,
+            traces_endpoint="none",
+            exporters=[InMemorySignalExporter()],
+            outbox_path=":memory:",
+            link_secret=secret,  # type: ignore[arg-type]
+        )
+
+    configure(old)
+
+    @brixo_otel.message(message_id="m-rot", name="answer")
+    def answer() -> str:
+        return brixo_otel.link_token()
+
+    token = answer()
+    configure([new, old])  # rotated: new tokens signed with `new`, old ones still accepted
+    brixo_otel.feedback("thumbs_up", link=token)
+    feedback = capture.one(attrs.FEEDBACK_SPAN_NAME)
+    assert feedback.parent.span_id == capture.one("answer").context.span_id
+    configure(new)  # once the old tokens have expired, the old secret goes
+    with pytest.raises(brixo_otel.InvalidSignal, match="signature"):
+        brixo_otel.feedback("thumbs_up", link=token)

@@ -462,7 +462,9 @@ def set_default(client: Client) -> Client | None:
     global _default
     with _default_lock:
         previous, _default = _default, client
-    _runtime.use_tracer(client.tracer, client.root_span_attributes)
+    _runtime.use_tracer(
+        client.tracer, client.root_span_attributes, content=client.settings.capture_content
+    )
     return previous
 
 

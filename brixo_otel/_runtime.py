@@ -22,10 +22,17 @@ tracer: trace.Tracer = trace.get_tracer(INSTRUMENTATION_NAME, __version__)
 #: app's own TracerProvider lacks (we join its provider, so we cannot change its resource).
 root_span_attributes: Mapping[str, str] = {}
 
+#: Whether the current client records content (`brixo.input`/`brixo.output`) on spans.
+capture_content = False
+
 
 def use_tracer(
-    new_tracer: trace.Tracer | None, span_attributes: Mapping[str, str] | None = None
+    new_tracer: trace.Tracer | None,
+    span_attributes: Mapping[str, str] | None = None,
+    *,
+    content: bool = False,
 ) -> None:
-    global tracer, root_span_attributes
+    global tracer, root_span_attributes, capture_content
     tracer = new_tracer or trace.get_tracer(INSTRUMENTATION_NAME, __version__)
     root_span_attributes = dict(span_attributes or {})
+    capture_content = content

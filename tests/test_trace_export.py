@@ -6,10 +6,13 @@ with opentelemetry-proto; nothing about the export is mocked.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import brixo_otel
 from brixo_otel import attributes as attrs
@@ -135,3 +138,31 @@ def test_context_calls_outside_an_interaction_log_and_do_nothing(
     brixo_otel.Brixo.end_context(output="x")
     assert capture.spans() == []
     assert "outside an @Brixo.interaction" in caplog.text  # type: ignore[attr-defined]
+
+
+def test_an_interaction_without_its_context_is_warned_about_like_the_vendor_sdk(
+    caplog: pytest.LogCaptureFixture, capture: SpanCapture
+) -> None:
+    brixo_otel.configure(
+        tracer_provider=capture.provider, traces_endpoint="none", outbox_path=":memory:"
+    )
+
+    @brixo_otel.Brixo.interaction("bare")
+    def bare() -> None:
+        brixo_otel.Brixo.begin_context(user={"id": "u", "name": "Ana"}, session_id="s")
+
+    @brixo_otel.Brixo.interaction("complete")
+    def complete() -> None:
+        brixo_otel.Brixo.begin_context(
+            account={"id": "a", "name": "Acme"}, user={"id": "u", "name": "Ana"}, session_id="s"
+        )
+
+    bare()
+    bare()
+    complete()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    # once per missing set, not per call; content is not asked for when it is not captured
+    assert warnings == [
+        "brixo_otel: interaction 'bare' ended without brixo.account.id, brixo.account.name; "
+        "set them with Brixo.begin_context() or update_context()"
+    ]

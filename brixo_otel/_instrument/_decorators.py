@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import inspect
+import logging
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from types import TracebackType
 from typing import Any, Final, TypeVar, overload
@@ -31,7 +32,7 @@ from brixo_otel._instrument._scope import (
     current_conversation_id,
 )
 from brixo_otel._instrument._stepping import InContext, step_sync
-from brixo_otel._internal import guard
+from brixo_otel._internal import guard, log_rate_limited
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -114,6 +115,34 @@ def _signature(func: Callable[..., Any]) -> inspect.Signature | None:
         return inspect.signature(getattr(func, "__func__", func))
     except (TypeError, ValueError):
         return None
+
+
+#: What the vendor SDK warns about when an interaction ends without it.
+_ROOT_CONTEXT: Final = (
+    attrs.ACCOUNT_PREFIX + "id",
+    attrs.ACCOUNT_PREFIX + "name",
+    attrs.USER_PREFIX + "id",
+    attrs.USER_PREFIX + "name",
+    attrs.SESSION_ID,
+)
+_ROOT_CONTENT: Final = (attrs.INPUT, attrs.OUTPUT)
+
+
+def check_root_context(span: Span) -> None:
+    """Warn, as the vendor SDK does, when an interaction ends without the context that makes it
+    useful in Brixo (rate-limited per missing set; content only when content is captured)."""
+    recorded = getattr(span, "attributes", None) or {}
+    wanted = _ROOT_CONTEXT + (_ROOT_CONTENT if _runtime.capture_content else ())
+    missing = [name for name in wanted if name not in recorded]
+    if missing:
+        log_rate_limited(
+            logging.WARNING,
+            "interaction:missing:" + ",".join(missing),
+            "brixo_otel: interaction %r ended without %s; set them with Brixo.begin_context() "
+            "or update_context()",
+            getattr(span, "name", "?"),
+            ", ".join(missing),
+        )
 
 
 def _record_failure(span: Span, exc: BaseException) -> None:
@@ -201,6 +230,8 @@ class _Traced:
             raise
         finally:
             otel_context.detach(token)
+            if self._is_interaction:
+                check_root_context(span)
             span.end()
 
     async def _call_coroutine(
@@ -219,6 +250,8 @@ class _Traced:
             raise
         finally:
             otel_context.detach(token)
+            if self._is_interaction:
+                check_root_context(span)
             span.end()
 
     def _call_generator(
@@ -237,6 +270,8 @@ class _Traced:
             _record_failure(span, exc)
             raise
         finally:
+            if self._is_interaction:
+                check_root_context(span)
             span.end()
 
     async def _call_async_generator(
@@ -273,6 +308,8 @@ class _Traced:
             _record_failure(span, exc)
             raise
         finally:
+            if self._is_interaction:
+                check_root_context(span)
             span.end()
 
 

@@ -18,7 +18,7 @@ demo: $(STAMP)
 # Servers the tests run for real (Redis, Prometheus), installed from Debian's packages if missing.
 services:
 	bash scripts/redis-server.sh >/dev/null
-	if [ -f scripts/prometheus.sh ]; then bash scripts/prometheus.sh >/dev/null; fi
+	bash scripts/prometheus.sh >/dev/null
 
 test: $(STAMP) services
 	$(BIN)/ruff check brixo_otel tests benchmarks examples

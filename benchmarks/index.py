@@ -116,7 +116,7 @@ def span_end_ratio(rounds: int, calls: int) -> tuple[float, float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ops", type=int, default=5000)
-    parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--calls", type=int, default=3000)
     args = parser.parse_args()
 

@@ -172,7 +172,7 @@ def import_cost(runs: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=31)
     parser.add_argument("--calls", type=int, default=4000)
     parser.add_argument("--import-runs", type=int, default=7)
     args = parser.parse_args()

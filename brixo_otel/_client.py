@@ -207,9 +207,7 @@ class Client:
         signal, rated = self._prepare(
             value, message_id, conversation_id, user_message, occurred_at, link, score, reasons
         )
-        destinations = self._destinations_for(signal)
-        self._emit(signal, rated)
-        self._enqueue(signal, destinations)
+        self._enqueue(signal, self._accept(signal, rated))
         return signal
 
     async def afeedback(
@@ -228,8 +226,7 @@ class Client:
         signal, rated = self._prepare(
             value, message_id, conversation_id, user_message, occurred_at, link, score, reasons
         )
-        destinations = self._destinations_for(signal)
-        self._emit(signal, rated)
+        destinations = self._accept(signal, rated)
         await asyncio.get_running_loop().run_in_executor(None, self._enqueue, signal, destinations)
         return signal
 
@@ -238,15 +235,24 @@ class Client:
     ) -> Signal:
         """Take back the user's rating of a message or conversation, where destinations can."""
         signal = retraction(message_id=message_id, conversation_id=conversation_id)
-        rated = None
-        if signal.message_id is not None:
-            with guard("looking up the rated message"):
-                rated = self.span_index.get(signal.message_id)
+        rated = self._lookup(signal.message_id)
         signal = _with_known_conversation(signal, rated)
+        self._enqueue(signal, self._accept(signal, rated))
+        return signal
+
+    def _accept(self, signal: Signal, rated: IndexedSpan | None) -> list[str] | None:
+        """Refuse a signal no destination takes (before anything is recorded), then record it
+        in the rated trace; the destinations that take it."""
         destinations = self._destinations_for(signal)
         self._emit(signal, rated)
-        self._enqueue(signal, destinations)
-        return signal
+        return destinations
+
+    def _lookup(self, message_id: str | None) -> IndexedSpan | None:
+        rated = None
+        if message_id is not None:
+            with guard("looking up the rated message"):
+                rated = self.span_index.get(message_id)
+        return rated
 
     def _destinations_for(self, signal: Signal) -> list[str] | None:
         """The configured destinations that take `signal`; refuse it if none does."""
@@ -260,13 +266,12 @@ class Client:
                 f"no configured destination ({names}) accepts {what}; see each exporter's "
                 "documentation for what it takes"
             )
-        skipped = [e.name for e in self._exporters if e.name not in chosen]
-        if skipped:
+        if len(chosen) < len(self._exporters) and logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "brixo_otel: %s on a %s skipped by %s, which do not take it",
                 signal.value,
                 signal.target,
-                skipped,
+                [e.name for e in self._exporters if e.name not in chosen],
             )
         return chosen
 
@@ -298,12 +303,10 @@ class Client:
             score=score,
             reasons=reasons,
         )
-        rated: IndexedSpan | None = None
         if token is not None:
-            rated = IndexedSpan(token.span_context, token.attributes)
-        elif signal.message_id is not None:
-            with guard("looking up the rated message"):
-                rated = self.span_index.get(signal.message_id)
+            rated: IndexedSpan | None = IndexedSpan(token.span_context, token.attributes)
+        else:
+            rated = self._lookup(signal.message_id)
         return _with_known_conversation(signal, rated), rated
 
     def _read_link(self, link: object, message_id: str | None) -> LinkTokenContents:
@@ -344,12 +347,11 @@ class Client:
                     "link_token() without a message_id must be called inside a @message "
                     "function or message_span block whose message id is known"
                 )
-            span_context = scope.span.get_span_context()
-            gathered = dict(scope.gathered)
-            own = getattr(scope.span, "attributes", None) or {}
-            gathered.update((k, v) for k, v in dict(own).items() if k in self._indexed_attributes)
             return encode_link_token(
-                self.settings.link_secret, scope.message_id, span_context, gathered
+                self.settings.link_secret,
+                scope.message_id,
+                scope.span.get_span_context(),
+                self._span_processor.attributes_so_far(scope),
             )
         rated = self.span_index.get(message_id)
         if rated is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from opentelemetry.util.types import AttributeValue
 
@@ -41,6 +41,38 @@ def _attribute_value(value: object) -> AttributeValue:
     if isinstance(value, (str, bool, int, float)):
         return value
     return str(value)
+
+
+class ContextSetter(Protocol):
+    """`Brixo.begin_context` / `update_context` / `end_context`: the vendor SDK's arguments."""
+
+    def __call__(
+        self,
+        account: object = None,
+        user: object = None,
+        session_id: str | None = None,
+        metadata: Mapping[str, object] | None = None,
+        input: str | None = None,
+        output: str | None = None,
+    ) -> None: ...
+
+
+def _context_setter(call: str, doc: str) -> ContextSetter:
+    """One of the three `*_context` calls: they differ only in the name an error log gives."""
+
+    def set_context(
+        account: object = None,
+        user: object = None,
+        session_id: str | None = None,
+        metadata: Mapping[str, object] | None = None,
+        input: str | None = None,
+        output: str | None = None,
+    ) -> None:
+        Brixo._set_context(call, account, user, session_id, metadata, input, output)
+
+    set_context.__name__ = set_context.__qualname__ = call
+    set_context.__doc__ = doc
+    return set_context
 
 
 class Brixo:
@@ -84,41 +116,20 @@ class Brixo:
                 "traces are not exported to Brixo"
             )
 
-    @staticmethod
-    def begin_context(
-        account: object = None,
-        user: object = None,
-        session_id: str | None = None,
-        metadata: Mapping[str, object] | None = None,
-        input: str | None = None,
-        output: str | None = None,
-    ) -> None:
-        """Set the interaction's account, user, session, metadata and content attributes."""
-        Brixo._set_context("begin_context", account, user, session_id, metadata, input, output)
-
-    @staticmethod
-    def update_context(
-        account: object = None,
-        user: object = None,
-        session_id: str | None = None,
-        metadata: Mapping[str, object] | None = None,
-        input: str | None = None,
-        output: str | None = None,
-    ) -> None:
-        """Mid-flight update of the interaction's attributes."""
-        Brixo._set_context("update_context", account, user, session_id, metadata, input, output)
-
-    @staticmethod
-    def end_context(
-        account: object = None,
-        user: object = None,
-        session_id: str | None = None,
-        metadata: Mapping[str, object] | None = None,
-        input: str | None = None,
-        output: str | None = None,
-    ) -> None:
-        """Final update of the interaction's attributes (typically the output)."""
-        Brixo._set_context("end_context", account, user, session_id, metadata, input, output)
+    begin_context = staticmethod(
+        _context_setter(
+            "begin_context",
+            "Set the interaction's account, user, session, metadata and content attributes.",
+        )
+    )
+    update_context = staticmethod(
+        _context_setter("update_context", "Mid-flight update of the interaction's attributes.")
+    )
+    end_context = staticmethod(
+        _context_setter(
+            "end_context", "Final update of the interaction's attributes (typically the output)."
+        )
+    )
 
     @staticmethod
     def _set_context(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any, Protocol
 
 import pytest
 
 import brixo_otel
+from brixo_otel.exporters import InMemorySignalExporter
 from brixo_otel.testing import SpanCapture
 
 # Our own bugs must fail our tests rather than be swallowed by the telemetry guard.
@@ -26,8 +28,6 @@ def _clean_brixo_environment(
     reset_rate_limits()
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
     yield
-    import brixo_otel
-
     brixo_otel.shutdown(timeout=2.0)
 
 
@@ -37,12 +37,28 @@ def capture(span_capture: SpanCapture) -> SpanCapture:
     return span_capture
 
 
-@pytest.fixture
-def configured(capture: SpanCapture) -> Iterator[brixo_otel.Client]:
-    """A default client on the capture provider, no network, no outbox file."""
-    import brixo_otel
+class Local(Protocol):
+    def __call__(self, **overrides: Any) -> brixo_otel.Client: ...
 
-    client = brixo_otel.configure(
-        tracer_provider=capture.provider, traces_endpoint="none", outbox_path=":memory:"
-    )
-    yield client
+
+@pytest.fixture
+def local(capture: SpanCapture, signal_capture: InMemorySignalExporter) -> Local:
+    """`brixo_otel.configure` for a test: spans to `capture`, signals to `signal_capture`, no
+    network, no outbox file. Keyword arguments override any of these (or add settings)."""
+
+    def configure(**overrides: Any) -> brixo_otel.Client:
+        settings: dict[str, Any] = {
+            "tracer_provider": capture.provider,
+            "traces_endpoint": "none",
+            "exporters": [signal_capture],
+            "outbox_path": ":memory:",
+        }
+        return brixo_otel.configure(**{**settings, **overrides})
+
+    return configure
+
+
+@pytest.fixture
+def configured(local: Local) -> brixo_otel.Client:
+    """A default client on the capture provider with no signal destination."""
+    return local(exporters=None)

@@ -17,6 +17,7 @@ import pytest
 from brixo_otel import attributes as attrs
 from brixo_otel.testing import SpanCapture
 from tests._redis import RedisServer
+from tests.conftest import Local
 
 ROOT = Path(__file__).resolve().parent.parent
 CHILD = ROOT / "tests" / "_scripts" / "correlation_child.py"
@@ -74,21 +75,14 @@ def test_through_a_link_token_alone() -> None:
 
 
 def test_link_secret_rotation_accepts_tokens_signed_with_a_retired_secret(
-    capture: SpanCapture,
+    capture: SpanCapture, local: Local
 ) -> None:
     import brixo_otel
-    from brixo_otel.exporters import InMemorySignalExporter
 
     old, new = "retired-secret-0123456789", "current-secret-0123456789"
 
     def configure(secret: object) -> None:
-        brixo_otel.configure(
-            tracer_provider=capture.provider,
-            traces_endpoint="none",
-            exporters=[InMemorySignalExporter()],
-            outbox_path=":memory:",
-            link_secret=secret,  # type: ignore[arg-type]
-        )
+        local(link_secret=secret)
 
     configure(old)
 

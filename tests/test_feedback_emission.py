@@ -8,18 +8,13 @@ import brixo_otel
 from brixo_otel import attributes as attrs
 from brixo_otel.exporters import InMemorySignalExporter
 from brixo_otel.testing import SpanCapture
+from tests.conftest import Local
 
 
 @pytest.fixture
-def memory(capture: SpanCapture) -> InMemorySignalExporter:
-    exporter = InMemorySignalExporter()
-    brixo_otel.configure(
-        tracer_provider=capture.provider,
-        traces_endpoint="none",
-        exporters=[exporter],
-        outbox_path=":memory:",
-    )
-    return exporter
+def memory(local: Local, signal_capture: InMemorySignalExporter) -> InMemorySignalExporter:
+    local()
+    return signal_capture
 
 
 def test_feedback_span_is_child_of_and_linked_to_the_rated_message(
@@ -89,14 +84,10 @@ def test_conversation_feedback(capture: SpanCapture, memory: InMemorySignalExpor
     assert memory.signals()[0].target_id == "conv-7" == signal.target_id
 
 
-def test_user_text_is_recorded_only_with_capture_content(capture: SpanCapture) -> None:
-    brixo_otel.configure(
-        tracer_provider=capture.provider,
-        traces_endpoint="none",
-        exporters=[InMemorySignalExporter()],
-        outbox_path=":memory:",
-        capture_content=True,
-    )
+def test_user_text_is_recorded_only_with_capture_content(
+    capture: SpanCapture, local: Local
+) -> None:
+    local(capture_content=True)
     brixo_otel.feedback("thumbs_down", message_id="m", user_message="wrong answer")
     feedback = capture.one(attrs.FEEDBACK_SPAN_NAME)
     assert feedback.attributes[attrs.SIGNAL_USER_MESSAGE] == "wrong answer"
@@ -113,11 +104,9 @@ async def test_afeedback(capture: SpanCapture, memory: InMemorySignalExporter) -
 
 
 def test_feedback_without_destination_still_emits_and_warns(
-    capture: SpanCapture, caplog: pytest.LogCaptureFixture
+    capture: SpanCapture, local: Local, caplog: pytest.LogCaptureFixture
 ) -> None:
-    brixo_otel.configure(
-        tracer_provider=capture.provider, traces_endpoint="none", outbox_path=":memory:"
-    )
+    local(exporters=None)
     brixo_otel.feedback("thumbs_up", message_id="m")
     assert capture.one(attrs.FEEDBACK_SPAN_NAME)
     assert "no signal destination is configured" in caplog.text

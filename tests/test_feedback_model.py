@@ -19,6 +19,7 @@ from brixo_otel._signals._model import (
 )
 from brixo_otel.exporters import InMemorySignalExporter
 from brixo_otel.testing import SpanCapture
+from tests.conftest import Local
 
 
 @pytest.mark.parametrize(
@@ -63,15 +64,10 @@ from brixo_otel.testing import SpanCapture
     ],
 )
 def test_invalid_input_is_refused_before_anything_is_queued(
-    kwargs: dict[str, object], fragment: str, capture: SpanCapture
+    kwargs: dict[str, object], fragment: str, capture: SpanCapture, local: Local
 ) -> None:
     memory = InMemorySignalExporter()
-    brixo_otel.configure(
-        tracer_provider=capture.provider,
-        traces_endpoint="none",
-        exporters=[memory],
-        outbox_path=":memory:",
-    )
+    local(exporters=[memory])
     value = kwargs.pop("value")
     with pytest.raises(brixo_otel.InvalidSignal, match=fragment) as raised:
         brixo_otel.feedback(value, **kwargs)  # type: ignore[arg-type]

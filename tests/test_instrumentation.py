@@ -15,6 +15,7 @@ from opentelemetry.trace import StatusCode
 import brixo_otel
 from brixo_otel import attributes as attrs
 from brixo_otel.testing import SpanCapture
+from tests.conftest import Local
 
 pytestmark = pytest.mark.usefixtures("configured")
 
@@ -390,12 +391,12 @@ def test_ids_never_leak_between_16_threads(capture: SpanCapture) -> None:
         assert {ids(s)[0] for s in capture.spans(f"work-{n}")} == {f"m-{n}"}
 
 
-def test_app_provider_keeps_its_processor_after_configure(capture: SpanCapture) -> None:
+def test_app_provider_keeps_its_processor_after_configure(
+    capture: SpanCapture, local: Local
+) -> None:
     # `configured` already joined capture.provider: the app's own SimpleSpanProcessor must
     # still see every span, and configuring again must not replace the provider either.
-    brixo_otel.configure(
-        tracer_provider=capture.provider, traces_endpoint="none", outbox_path=":memory:"
-    )
+    local(exporters=None)
 
     @brixo_otel.message(message_id="m-app", name="app")
     def answer() -> None: ...

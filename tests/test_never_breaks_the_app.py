@@ -15,6 +15,7 @@ from brixo_otel import attributes as attrs
 from brixo_otel._correlation._index import IndexedSpan
 from brixo_otel.exporters import InMemorySignalExporter
 from brixo_otel.testing import SpanCapture
+from tests.conftest import Local
 
 
 class BrokenIndex:
@@ -30,17 +31,14 @@ class BrokenIndex:
 
 
 def test_internal_failures_are_logged_and_the_app_carries_on(
-    capture: SpanCapture, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    capture: SpanCapture,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    local: Local,
 ) -> None:
     monkeypatch.setenv("BRIXO_OTEL_RAISE_INTERNAL_ERRORS", "0")
     memory = InMemorySignalExporter()
-    brixo_otel.configure(
-        tracer_provider=capture.provider,
-        traces_endpoint="none",
-        exporters=[memory],
-        outbox_path=":memory:",
-        span_index=BrokenIndex(),
-    )
+    local(exporters=[memory], span_index=BrokenIndex())
 
     @brixo_otel.message(message_id="m", name="answer")
     def answer() -> str:

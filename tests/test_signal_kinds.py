@@ -18,6 +18,7 @@ from brixo_otel.exporters import (
     SignalExporter,
 )
 from brixo_otel.testing import BrixoTestServer, SpanCapture
+from tests.conftest import Local
 
 FAST = RetryPolicy(initial_backoff=0.02, max_backoff=0.2)
 
@@ -38,14 +39,9 @@ FAST = RetryPolicy(initial_backoff=0.02, max_backoff=0.2)
     ],
 )
 def test_ratings_and_reasons_are_validated(
-    kwargs: dict[str, object], fragment: str, capture: SpanCapture
+    kwargs: dict[str, object], fragment: str, capture: SpanCapture, local: Local
 ) -> None:
-    brixo_otel.configure(
-        tracer_provider=capture.provider,
-        traces_endpoint="none",
-        exporters=[InMemorySignalExporter()],
-        outbox_path=":memory:",
-    )
+    local()
     value = kwargs.pop("value")
     with pytest.raises(brixo_otel.InvalidSignal, match=fragment):
         brixo_otel.feedback(value, conversation_id="c", **kwargs)  # type: ignore[arg-type]
@@ -56,16 +52,11 @@ def test_a_signal_no_destination_accepts_is_refused_and_others_skip_it(
     capture: SpanCapture,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    local: Local,
 ) -> None:
     outbox = tmp_path / "outbox.db"
     brixo = BrixoSignalExporter(api_key="test-key", base_url=brixo_server.url)
-    brixo_otel.configure(
-        tracer_provider=capture.provider,
-        traces_endpoint="none",
-        exporters=[brixo],
-        outbox_path=outbox,
-        retry_policy=FAST,
-    )
+    local(exporters=[brixo], outbox_path=outbox, retry_policy=FAST)
     with pytest.raises(brixo_otel.InvalidSignal, match=r"no configured destination \(brixo\)"):
         brixo_otel.feedback("csat", score=4, conversation_id="c-1")
     with pytest.raises(brixo_otel.InvalidSignal, match="accepts retracted on a message"):
@@ -73,9 +64,7 @@ def test_a_signal_no_destination_accepts_is_refused_and_others_skip_it(
     assert capture.spans() == []  # refused before anything was emitted
 
     memory = InMemorySignalExporter()
-    brixo_otel.configure(
-        tracer_provider=capture.provider,
-        traces_endpoint="none",
+    local(
         exporters=[BrixoSignalExporter(api_key="test-key", base_url=brixo_server.url), memory],
         outbox_path=outbox,
         retry_policy=FAST,
@@ -95,13 +84,8 @@ def test_a_signal_no_destination_accepts_is_refused_and_others_skip_it(
     assert rows["memory"][2] == "2"
 
 
-def test_ratings_and_retractions_in_the_trace(capture: SpanCapture) -> None:
-    brixo_otel.configure(
-        tracer_provider=capture.provider,
-        traces_endpoint="none",
-        exporters=[InMemorySignalExporter()],
-        outbox_path=":memory:",
-    )
+def test_ratings_and_retractions_in_the_trace(capture: SpanCapture, local: Local) -> None:
+    local()
     brixo_otel.feedback("nps", score=9, conversation_id="c", reasons=["helpful", "fast"])
     brixo_otel.retract_feedback(conversation_id="c")
     rating, retraction = capture.spans(attrs.FEEDBACK_SPAN_NAME)
@@ -126,17 +110,12 @@ class Remembering(SignalExporter):
 
 
 def test_exporter_state_survives_the_client_and_is_per_destination(
-    capture: SpanCapture, tmp_path: Path
+    capture: SpanCapture, tmp_path: Path, local: Local
 ) -> None:
     outbox = tmp_path / "outbox.db"
     for expected in (1, 2):
         exporter = Remembering()
-        brixo_otel.configure(
-            tracer_provider=capture.provider,
-            traces_endpoint="none",
-            exporters=[exporter],
-            outbox_path=outbox,
-        )
+        local(exporters=[exporter], outbox_path=outbox)
         signal = brixo_otel.feedback("thumbs_up", conversation_id=f"c-{expected}")
         assert brixo_otel.flush(timeout=10)
         assert exporter.state.get("count") == str(expected)

@@ -18,6 +18,7 @@ import brixo_otel
 from brixo_otel import attributes as attrs
 from brixo_otel.exporters import InMemorySignalExporter
 from brixo_otel.testing import BrixoTestServer, SpanCapture
+from tests.conftest import Local
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -129,11 +130,9 @@ def test_vendor_quickstart_runs_unchanged_through_the_stand_in(
 
 
 def test_context_calls_outside_an_interaction_log_and_do_nothing(
-    caplog: object, capture: SpanCapture
+    caplog: object, capture: SpanCapture, local: Local
 ) -> None:
-    brixo_otel.configure(
-        tracer_provider=capture.provider, traces_endpoint="none", outbox_path=":memory:"
-    )
+    local(exporters=None)
     brixo_otel.Brixo.begin_context(session_id="s")
     brixo_otel.Brixo.end_context(output="x")
     assert capture.spans() == []
@@ -141,11 +140,9 @@ def test_context_calls_outside_an_interaction_log_and_do_nothing(
 
 
 def test_an_interaction_without_its_context_is_warned_about_like_the_vendor_sdk(
-    caplog: pytest.LogCaptureFixture, capture: SpanCapture
+    caplog: pytest.LogCaptureFixture, capture: SpanCapture, local: Local
 ) -> None:
-    brixo_otel.configure(
-        tracer_provider=capture.provider, traces_endpoint="none", outbox_path=":memory:"
-    )
+    local(exporters=None)
 
     @brixo_otel.Brixo.interaction("bare")
     def bare() -> None:

@@ -204,6 +204,12 @@ class _Traced:
         scope.span = span
         return span, trace.set_span_in_context(span, ctx)
 
+    def close(self, span: Span) -> None:
+        """End the span; an interaction first checks it got its context, as the vendor SDK."""
+        if self._is_interaction:
+            check_root_context(span)
+        span.end()
+
     def wrap(self, func: F) -> F:
         target = getattr(func, "__func__", func)
         if inspect.isasyncgenfunction(target):
@@ -230,9 +236,7 @@ class _Traced:
             raise
         finally:
             otel_context.detach(token)
-            if self._is_interaction:
-                check_root_context(span)
-            span.end()
+            self.close(span)
 
     async def _call_coroutine(
         self,
@@ -250,9 +254,7 @@ class _Traced:
             raise
         finally:
             otel_context.detach(token)
-            if self._is_interaction:
-                check_root_context(span)
-            span.end()
+            self.close(span)
 
     def _call_generator(
         self,
@@ -270,9 +272,7 @@ class _Traced:
             _record_failure(span, exc)
             raise
         finally:
-            if self._is_interaction:
-                check_root_context(span)
-            span.end()
+            self.close(span)
 
     async def _call_async_generator(
         self,
@@ -308,9 +308,7 @@ class _Traced:
             _record_failure(span, exc)
             raise
         finally:
-            if self._is_interaction:
-                check_root_context(span)
-            span.end()
+            self.close(span)
 
 
 def _qualified_name(func: Callable[..., Any]) -> str:

@@ -7,13 +7,13 @@ context in the span index, which is how later feedback finds the trace it rates.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.util.types import AttributeValue
+from opentelemetry.util.types import Attributes, AttributeValue
 
 from brixo_otel import attributes as attrs
 from brixo_otel._instrument._scope import (
@@ -113,20 +113,27 @@ class BrixoSpanProcessor(SpanProcessor):
             if not swallowed("indexing a message span", exc):
                 raise
 
-    def _gather(self, message: MessageScope, span: ReadableSpan) -> dict[str, AttributeValue]:
-        """Add `span`'s wanted attributes to what the message has gathered; the latest wins,
-        and the message span itself, which ends last, has the final word."""
-        recorded = span.attributes
+    def attributes_so_far(self, message: MessageScope) -> dict[str, AttributeValue]:
+        """What the index would keep for a message still in progress (for a link token)."""
+        kept = dict(message.gathered)
+        if message.span is not None:
+            kept.update(self._wanted(getattr(message.span, "attributes", None)))
+        return kept
+
+    def _wanted(self, recorded: Attributes) -> dict[str, AttributeValue]:
         if not recorded:
-            return message.gathered
+            return {}
         # The SDK hands out a read-only proxy over its attribute mapping, where every lookup goes
         # through several layers; one `copy()` gives a plain dict, much faster to read.
         copy = getattr(recorded, "copy", None)
-        values = copy() if copy is not None else dict(recorded)
+        values: Mapping[str, AttributeValue] = copy() if copy is not None else recorded
         wanted = self._indexed_attributes
-        for name, value in values.items():
-            if name in wanted:
-                message.gathered[name] = value
+        return {name: value for name, value in values.items() if name in wanted}
+
+    def _gather(self, message: MessageScope, span: ReadableSpan) -> dict[str, AttributeValue]:
+        """Add `span`'s wanted attributes to what the message has gathered; the latest wins,
+        and the message span itself, which ends last, has the final word."""
+        message.gathered.update(self._wanted(span.attributes))
         return message.gathered
 
     def disable(self) -> None:

@@ -62,15 +62,28 @@ def test_message_span_reaches_an_otlp_receiver_with_auth_header(
     assert {r.headers.get("content-type") for r in trace_requests} == {"application/x-protobuf"}
 
 
-def test_traces_endpoint_none_turns_export_off(brixo_server: BrixoTestServer) -> None:
+def test_traces_endpoint_none_turns_export_off(
+    brixo_server: BrixoTestServer, capture: SpanCapture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the environment names a receiver; the argument "none" must win over it
+    monkeypatch.setenv("BRIXO_OTLP_TRACES_ENDPOINT", brixo_server.traces_endpoint)
     client = brixo_otel.configure(
         api_key="test-key",
         traces_endpoint="none",
         exporters=[InMemorySignalExporter()],
         outbox_path=":memory:",
-        tracer_provider=SpanCapture().provider,
+        tracer_provider=capture.provider,
     )
     assert client.settings.traces_endpoint is None
+
+    @brixo_otel.message(message_id="m-off", name="answer")
+    def answer() -> None: ...
+
+    answer()
+    assert brixo_otel.flush(timeout=5)
+    assert capture.one("answer")  # traced locally...
+    assert brixo_server.spans() == []  # ...and nothing exported
+    assert [r for r in brixo_server.requests() if r.path == "/v1/traces"] == []
 
 
 def test_vendor_quickstart_runs_unchanged_through_the_stand_in(

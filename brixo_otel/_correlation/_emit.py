@@ -38,6 +38,8 @@ def emit_feedback_span(
     if signal.conversation_id is not None:
         span_attributes[attrs.SESSION_ID] = signal.conversation_id
         span_attributes[attrs.GEN_AI_CONVERSATION_ID] = signal.conversation_id
+    if signal.reasons:
+        span_attributes[attrs.SIGNAL_REASONS] = list(signal.reasons)
     if capture_content and signal.user_message is not None:
         span_attributes[attrs.SIGNAL_USER_MESSAGE] = signal.user_message
 
@@ -54,8 +56,6 @@ def emit_feedback_span(
     span = tracer.start_span(
         attrs.FEEDBACK_SPAN_NAME, context=parent, links=links, attributes=span_attributes
     )
-    if signal.reasons:
-        span.set_attribute(attrs.SIGNAL_REASONS, list(signal.reasons))
     if not signal.is_retraction:  # a withdrawn rating is no evaluation result
         event: dict[str, AttributeValue] = {
             attrs.GEN_AI_EVALUATION_NAME: attrs.USER_FEEDBACK_EVALUATION,

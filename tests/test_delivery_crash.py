@@ -159,7 +159,8 @@ def test_exit_delivers_within_the_budget(
     record = tmp_path / "record.txt"
     code, out = run_child(mode, outbox_path, record)
     assert code == exit_code
-    assert delivered_ids(record) == out.split()
+    [signal_id] = out.split()  # one was enqueued: a child dead before it would prove nothing
+    assert delivered_ids(record) == [signal_id]
 
 
 def test_exit_with_a_hung_destination_ends_within_the_budget(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
@@ -120,30 +120,12 @@ class RedisSpanIndex:
         except (TypeError, ValueError) as exc:
             self._warn("could not encode a span for", exc)
             return
-        if self._skipping():
-            return
-        try:
-            self._redis.set(self._prefix + message_id, entry, px=self._ttl_ms)
-        except Exception as exc:  # a client library's failure, whatever it is, stays here
-            self._failed("could not write to", exc)
-            return
-        except BaseException:
-            self._end_probe()  # interrupted: let the next call find out instead
-            raise
-        self._succeeded()
+        self._ask(
+            "could not write to", self._redis.set, self._prefix + message_id, entry, px=self._ttl_ms
+        )
 
     def get(self, message_id: str) -> IndexedSpan | None:
-        if self._skipping():
-            return None
-        try:
-            raw: Any = self._redis.get(self._prefix + message_id)
-        except Exception as exc:  # a client library's failure, whatever it is, stays here
-            self._failed("could not read from", exc)
-            return None
-        except BaseException:
-            self._end_probe()  # interrupted: let the next call find out instead
-            raise
-        self._succeeded()
+        raw = self._ask("could not read from", self._redis.get, self._prefix + message_id)
         if raw is None:
             return None
         try:
@@ -160,6 +142,24 @@ class RedisSpanIndex:
             logger.debug("brixo_otel: closing the Redis span index failed: %r", exc)
 
     # -- availability --------------------------------------------------------------------------
+
+    def _ask(self, doing: str, command: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Redis's reply to one command; None when Redis is being skipped or the command failed.
+
+        The one place calls go through, so every call keeps the availability state right.
+        """
+        if self._skipping():
+            return None
+        try:
+            reply = command(*args, **kwargs)
+        except Exception as exc:  # a client library's failure, whatever it is, stays here
+            self._failed(doing, exc)
+            return None
+        except BaseException:
+            self._end_probe()  # interrupted: let the next call find out instead
+            raise
+        self._succeeded()
+        return reply
 
     def _skipping(self) -> bool:
         """Whether to answer at once without asking Redis, because it failed moments ago.

@@ -110,11 +110,11 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-def _read_varint(data: bytes, offset: int, end: int) -> tuple[int, int]:
+def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
     """The value and the offset after it; at most 3 bytes, as ids are far shorter than 2 MiB."""
     value = 0
     for shift in (0, 7, 14):
-        if offset >= end:
+        if offset >= len(data):
             break
         byte = data[offset]
         offset += 1
@@ -230,12 +230,12 @@ def decode_link_token(
             "link token signature does not match: it was altered, or signed with another secret"
         )
     # From here on the bytes are ours, as signed; a failure to parse is a bug, still refused.
-    issued = int.from_bytes(body[1 : 1 + _ISSUED_AT_BYTES], "big")
     offset = 1 + _ISSUED_AT_BYTES
+    issued = int.from_bytes(body[1:offset], "big")
     trace_id = int.from_bytes(body[offset : offset + 16], "big")
     span_id = int.from_bytes(body[offset + 16 : offset + 24], "big")
     flags = body[offset + 24]
-    length, offset = _read_varint(body, _HEADER_BYTES, len(body))
+    length, offset = _read_varint(body, _HEADER_BYTES)
     if length == 0 or offset + length > len(body):
         raise InvalidSignal("link token is malformed: bad message id length")
     try:

@@ -379,22 +379,17 @@ class Outbox:
     def mark_delivered(self, delivery: Delivery) -> bool:
         """Delete the delivered row and count it. False if the lease was lost to another process
         (which will then deliver and count it itself)."""
-        with self._transaction() as conn:
-            done = conn.execute(
-                f"DELETE FROM deliveries WHERE {_MINE}", (delivery.row_id, self.owner)
-            ).rowcount
-            if done:
-                conn.execute(_COUNT, (delivery.destination, "delivered", 1))
-        return bool(done)
+        return self.mark_delivered_many((delivery,))[0]
 
     def mark_delivered_many(self, deliveries: Sequence[Delivery]) -> list[bool]:
         """`mark_delivered` for a batch, in one transaction: a busy worker commits once per
         batch instead of once per signal, which leaves the outbox free for the app's thread."""
         done: list[bool] = []
+        owner = self.owner
         with self._transaction() as conn:
             for delivery in deliveries:
                 deleted = conn.execute(
-                    f"DELETE FROM deliveries WHERE {_MINE}", (delivery.row_id, self.owner)
+                    f"DELETE FROM deliveries WHERE {_MINE}", (delivery.row_id, owner)
                 ).rowcount
                 if deleted:
                     conn.execute(_COUNT, (delivery.destination, "delivered", 1))
@@ -403,34 +398,29 @@ class Outbox:
 
     def reschedule(self, delivery: Delivery, next_attempt_at: float, reason: str) -> bool:
         """Count the failed attempt and make the row due again at `next_attempt_at`."""
-        with self._transaction() as conn:
-            return bool(
-                conn.execute(
-                    "UPDATE deliveries SET state = 0, attempts = attempts + 1, next_attempt_at = ?,"
-                    f" reason = ?, owner = NULL, lease_until = NULL WHERE {_MINE}",
-                    (next_attempt_at, reason, delivery.row_id, self.owner),
-                ).rowcount
-            )
+        return self._unlease(
+            delivery,
+            "state = 0, attempts = attempts + 1, next_attempt_at = ?, reason = ?",
+            next_attempt_at,
+            reason,
+        )
 
     def dead_letter(self, delivery: Delivery, reason: str) -> bool:
         """Count the final attempt and keep the row, with `reason`, out of delivery."""
-        with self._transaction() as conn:
-            return bool(
-                conn.execute(
-                    "UPDATE deliveries SET state = 2, attempts = attempts + 1, reason = ?,"
-                    f" owner = NULL, lease_until = NULL WHERE {_MINE}",
-                    (reason, delivery.row_id, self.owner),
-                ).rowcount
-            )
+        return self._unlease(delivery, "state = 2, attempts = attempts + 1, reason = ?", reason)
 
     def release(self, delivery: Delivery) -> bool:
         """Give the row back, due at once, without counting an attempt (pause, shutdown)."""
+        return self._unlease(delivery, "state = 0")
+
+    def _unlease(self, delivery: Delivery, assignments: str, *values: object) -> bool:
+        """End this process's lease on the row with `assignments`; False if the lease was lost."""
         with self._transaction() as conn:
             return bool(
                 conn.execute(
-                    "UPDATE deliveries SET state = 0, owner = NULL, lease_until = NULL"
+                    f"UPDATE deliveries SET {assignments}, owner = NULL, lease_until = NULL"
                     f" WHERE {_MINE}",
-                    (delivery.row_id, self.owner),
+                    (*values, delivery.row_id, self.owner),
                 ).rowcount
             )
 

@@ -351,9 +351,7 @@ class SignalProcessor:
                 delivered.append(delivery)  # the common case: recorded together below
             else:
                 self._record(delivery, result)
-        if len(delivered) == 1:
-            self._record(delivered[0], DeliveryResult.delivered())
-        elif delivered:
+        if delivered:
             self._outbox.mark_delivered_many(delivered)
             for delivery in delivered:
                 self._after_delivered(delivery)

@@ -260,7 +260,7 @@ def test_ids_come_from_the_callable_first_then_the_settings(server: DixaContract
 
 
 def test_app_callbacks_that_raise_never_lose_or_garble_a_rating(
-    server: DixaContractServer,
+    server: DixaContractServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     def broken(signal: Signal) -> Any:
         raise LookupError("no such conversation in our store")
@@ -274,6 +274,11 @@ def test_app_callbacks_that_raise_never_lose_or_garble_a_rating(
         assert server.requests() == []
         assert linked.export(rating()).status is DeliveryStatus.DELIVERED
         assert server.notes()[0].message == "Customer feedback: CSAT 4/5"  # no link, still a note
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert warnings == [
+            "brixo_otel: dixa: the ids callable raised LookupError; the signal will be retried",
+            "brixo_otel: dixa-notes: trace_url raised LookupError; the note goes without a link",
+        ]
     finally:
         exporter.shutdown()
         linked.shutdown()

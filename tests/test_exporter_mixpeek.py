@@ -167,6 +167,7 @@ def test_the_receipt_is_the_delivery_note_and_a_second_attempt_sends_nothing(
     # As after a crash between Mixpeek's answer and the outbox commit: no second filing.
     again = exporter.export(signal)
     assert again.status is DeliveryStatus.DELIVERED and again.reason.startswith("delivered earlier")
+    assert again.reason == f"delivered earlier; {result.reason}"  # the kept receipt's note
     assert len(server.requests()) == 1 and len(server.feedback()) == 1
 
 
@@ -179,8 +180,37 @@ def test_a_2xx_with_an_unreadable_body_is_still_delivered(
     assert result.status is DeliveryStatus.DELIVERED
     assert "answer not understood" in result.reason
     assert exporter.last_receipt(signal.id) is None
-    assert exporter.export(signal).status is DeliveryStatus.DELIVERED
+    again = exporter.export(signal)
+    assert again.status is DeliveryStatus.DELIVERED
+    assert again.reason == "delivered earlier; answer not understood"
     assert len(server.requests()) == 1  # never filed twice
+
+
+class _UnwritableState:
+    """An outbox whose state cannot be written (a full disk): reads find nothing."""
+
+    def get(self, key: str) -> str | None:
+        return None
+
+    def set(self, key: str, value: str) -> None:
+        raise OSError("disk full")
+
+    def delete(self, key: str) -> None:
+        pass
+
+
+def test_a_receipt_that_cannot_be_kept_still_counts_as_delivered(
+    server: MixpeekContractServer, exporter: MixpeekExporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    exporter.bind_state(_UnwritableState())
+    signal = thumbs()
+    result = exporter.export(signal)
+    assert result.status is DeliveryStatus.DELIVERED  # Mixpeek has it: a retry would file twice
+    assert result.reason.startswith("stored=true")
+    assert len(server.feedback()) == 1
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        f"brixo_otel: mixpeek delivered signal {signal.id} but could not keep its receipt (OSError)"
+    ]
 
 
 def test_what_mixpeek_accepts() -> None:

@@ -360,6 +360,19 @@ def test_throttling_and_server_errors_are_retried_until_the_item_exists(
     assert len(server.items()) == 1
 
 
+def test_unreadable_state_is_treated_as_unknown_with_a_warning(
+    server: VirtuousAIContractServer,
+    exporter: VirtuousAIExporter,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    exporter.state.set(KEY, "not json")
+    assert exporter.export(reaction()).status is DeliveryStatus.DELIVERED
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        "brixo_otel: unreadable virtuousai state for a message; treating it as unknown"
+    ]
+    assert len(server.items()) == 1
+
+
 def test_a_create_answer_without_an_id_is_retried(
     server: VirtuousAIContractServer, exporter: VirtuousAIExporter
 ) -> None:

@@ -312,7 +312,10 @@ def test_insecure_base_url_from_the_environment_is_refused(monkeypatch: pytest.M
 
 def test_insecure_base_url_is_allowed_when_told() -> None:
     brixo = BrixoSignalExporter(KEY, "http://brixo.internal", allow_insecure_http=True)
-    brixo.shutdown()
+    try:
+        assert brixo.base_url == "http://brixo.internal"
+    finally:
+        brixo.shutdown()
 
 
 @pytest.mark.parametrize(

@@ -16,13 +16,9 @@ from brixo_otel._signals._model import Signal, format_timestamp
 from brixo_otel.exporters._base import DeliveryResult
 from brixo_otel.exporters._http import (
     USER_AGENT,
-    HttpApi,
     HttpSignalExporter,
-    check_endpoint_url,
-    check_header_value,
     encode_json,
     path_segment,
-    redact,
 )
 
 DEFAULT_BASE_URL: Final = "https://api.brixo.com"
@@ -44,28 +40,6 @@ def _argument_or_env(value: str | None, argument: str, env: str) -> tuple[str | 
     return os.environ.get(env) or None, env
 
 
-def _resolve_api_key(api_key: str | None) -> str:
-    api_key, setting = _argument_or_env(api_key, "api_key", API_KEY_ENV)
-    if api_key is None:
-        raise ConfigurationError(
-            f"no Brixo API key: pass api_key=... or set the {API_KEY_ENV} environment variable"
-        )
-    return check_header_value(api_key, setting=setting)
-
-
-def _resolve_base_url(base_url: str | None, allow_insecure_http: bool) -> str:
-    base_url, setting = _argument_or_env(base_url, "base_url", BASE_URL_ENV)
-    if base_url is None:
-        return DEFAULT_BASE_URL
-    return check_endpoint_url(
-        base_url,
-        allow_insecure_http=allow_insecure_http,
-        setting=setting,
-        example=DEFAULT_BASE_URL,
-        api_root=True,
-    )
-
-
 class BrixoSignalExporter(HttpSignalExporter):
     """Delivers signals to the Brixo Signals API.
 
@@ -83,10 +57,23 @@ class BrixoSignalExporter(HttpSignalExporter):
         timeout: httpx.Timeout | None = None,
         name: str = "brixo",
     ) -> None:
-        self._api_key = _resolve_api_key(api_key)
-        base_url = _resolve_base_url(base_url, allow_insecure_http)
-        self.name = name
-        self._api = HttpApi(base_url, client=client, timeout=timeout)
+        api_key, key_setting = _argument_or_env(api_key, "api_key", API_KEY_ENV)
+        if api_key is None:
+            raise ConfigurationError(
+                f"no Brixo API key: pass api_key=... or set the {API_KEY_ENV} environment variable"
+            )
+        base_url, url_setting = _argument_or_env(base_url, "base_url", BASE_URL_ENV)
+        super().__init__(
+            api_key,
+            DEFAULT_BASE_URL if base_url is None else base_url,
+            example=DEFAULT_BASE_URL,
+            name=name,
+            client=client,
+            timeout=timeout,
+            allow_insecure_http=allow_insecure_http,
+            key_setting=key_setting,
+            url_setting=url_setting,
+        )
         self._headers = {
             "Authorization": f"Bearer {self._api_key}",
             "Content-Type": _CONTENT_TYPE,
@@ -120,7 +107,5 @@ class BrixoSignalExporter(HttpSignalExporter):
         headers = {**self._headers, "Idempotency-Key": signal.id}
         return self._api.request("POST", url, headers=headers, content=body)
 
-    def export(self, signal: Signal) -> DeliveryResult:
-        result = self._api.call(lambda: self._build(signal), destination=self.name)
-        # Belt and braces: a server or an error message echoing the key never passes it on.
-        return redact(result, self._api_key)
+    def _deliver(self, signal: Signal) -> DeliveryResult:
+        return self._api.call(lambda: self._build(signal), destination=self.name)

@@ -15,7 +15,6 @@ is sent; the submit is marked done before the note is sent.
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -24,16 +23,12 @@ from typing import Any, Final
 import httpx
 
 from brixo_otel._errors import ConfigurationError
-from brixo_otel._internal import log_rate_limited
 from brixo_otel._signals._model import CSAT, NPS, THUMBS_DOWN, THUMBS_UP, Signal, format_timestamp
 from brixo_otel.exporters._base import DeliveryResult, DeliveryStatus
 from brixo_otel.exporters._http import (
     JSON_MEDIA_TYPE,
     USER_AGENT,
-    HttpApi,
     HttpSignalExporter,
-    check_endpoint_url,
-    check_header_value,
     encode_json,
     path_segment,
     permanent,
@@ -139,13 +134,14 @@ class DixaExporter(HttpSignalExporter):
         timeout: httpx.Timeout | None = None,
         name: str = "dixa",
     ) -> None:
-        self._api_key = check_header_value(api_key, setting="api_key")
-        base_url = check_endpoint_url(
+        super().__init__(
+            api_key,
             base_url,
-            allow_insecure_http=allow_insecure_http,
-            setting="base_url",
             example=DEFAULT_BASE_URL,
-            api_root=True,
+            name=name,
+            client=client,
+            timeout=timeout,
+            allow_insecure_http=allow_insecure_http,
         )
         self._agent_id = _optional_id(agent_id, "agent_id")
         self._user_id = _optional_id(user_id, "user_id")
@@ -156,8 +152,6 @@ class DixaExporter(HttpSignalExporter):
         self._ids = ids
         self._post_notes = bool(post_notes)
         self._trace_url = trace_url
-        self.name = name
-        self._api = HttpApi(base_url, client=client, timeout=timeout)
         self._headers = {
             # Dixa takes the key as is, without a scheme.
             "Authorization": self._api_key,
@@ -231,10 +225,7 @@ class DixaExporter(HttpSignalExporter):
         """How far the delivery of `signal_id` got (nothing done, for an unknown id)."""
         return DixaProgress.from_json(self.state.get(_PROGRESS + signal_id))
 
-    def export(self, signal: Signal) -> DeliveryResult:
-        return redact(self._export(signal), self._api_key)
-
-    def _export(self, signal: Signal) -> DeliveryResult:
+    def _deliver(self, signal: Signal) -> DeliveryResult:
         if not self.accepts(signal):
             # Only a row queued under another configuration gets here: feedback() routes by
             # accepts(). It can never be sent, so it is dead-lettered with the rule it broke.
@@ -340,11 +331,9 @@ class DixaExporter(HttpSignalExporter):
                 result.status, f"{done}; internal note: {result.reason}", result.retry_after
             )
         # Refused for good (or the key may not write notes): keep the rating, report the note.
-        log_rate_limited(
-            logging.WARNING,
-            f"exporter:{self.name}:note",
+        self._warn(
+            "note",
             "brixo_otel: %s: the rating was submitted but the internal note was refused: %s",
-            self.name,
             redact(result, self._api_key).reason,
         )
         return DeliveryResult(
@@ -357,11 +346,9 @@ class DixaExporter(HttpSignalExporter):
             try:
                 given = self._ids(signal)
             except Exception as exc:
-                log_rate_limited(
-                    logging.WARNING,
-                    f"exporter:{self.name}:ids",
+                self._warn(
+                    "ids",
                     "brixo_otel: %s: the ids callable raised %s; the signal will be retried",
-                    self.name,
                     type(exc).__name__,
                 )
                 return DeliveryResult(
@@ -392,11 +379,9 @@ class DixaExporter(HttpSignalExporter):
         try:
             link = self._trace_url(signal)
         except Exception as exc:
-            log_rate_limited(
-                logging.WARNING,
-                f"exporter:{self.name}:trace_url",
+            self._warn(
+                "trace_url",
                 "brixo_otel: %s: trace_url raised %s; the note goes without a link",
-                self.name,
                 type(exc).__name__,
             )
             return None
@@ -424,11 +409,9 @@ class DixaExporter(HttpSignalExporter):
         try:
             self._save(signal_id, progress)
         except Exception as exc:
-            log_rate_limited(
-                logging.WARNING,
-                f"exporter:{self.name}:state",
+            self._warn(
+                "state",
                 "brixo_otel: %s could not record its progress on signal %s (%s)",
-                self.name,
                 signal_id,
                 type(exc).__name__,
             )

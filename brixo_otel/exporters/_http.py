@@ -8,6 +8,7 @@ them subtly different.
 
 from __future__ import annotations
 
+import abc
 import ipaddress
 import json
 import logging
@@ -26,6 +27,7 @@ from opentelemetry import context as otel_context
 
 from brixo_otel._errors import ConfigurationError
 from brixo_otel._internal import log_rate_limited
+from brixo_otel._signals._model import Signal
 from brixo_otel._version import __version__
 from brixo_otel.exporters._base import DeliveryResult, DeliveryStatus, SignalExporter
 
@@ -445,7 +447,9 @@ class HttpApi:
         self._owns_client = client is None
         self.client = client if client is not None else new_client(timeout)
         # Our own client already carries the timeout; a caller's client gets it per request.
-        self._request_timeout = timeout if client is not None else None
+        self._request_timeout = (
+            timeout if client is not None and timeout is not None else httpx.USE_CLIENT_DEFAULT
+        )
 
     def url(self, path: str) -> httpx.URL:
         """`path` (already escaped, e.g. with `path_segment`) under the API root.
@@ -458,8 +462,6 @@ class HttpApi:
         self, method: str, url: httpx.URL, *, headers: dict[str, str], content: bytes | None = None
     ) -> httpx.Request:
         """A request to send with `call`, carrying the timeout a caller's client does not have."""
-        if self._request_timeout is None:
-            return self.client.build_request(method, url, content=content, headers=headers)
         return self.client.build_request(
             method, url, content=content, headers=headers, timeout=self._request_timeout
         )
@@ -492,13 +494,63 @@ class HttpApi:
 
 
 class HttpSignalExporter(SignalExporter):
-    """An exporter that talks to one web API through the `HttpApi` its `__init__` sets up."""
+    """An exporter that talks to one web API with one key, through one `HttpApi`.
+
+    `__init__` checks the key and the API root the same way for every destination; `export`
+    cuts the key out of whatever `_deliver` answers, so no destination can forget to.
+    """
 
     _api: HttpApi
+    _api_key: str
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str,
+        *,
+        example: str,
+        name: str,
+        client: httpx.Client | None,
+        timeout: httpx.Timeout | None,
+        allow_insecure_http: bool,
+        key_setting: str = "api_key",
+        url_setting: str = "base_url",
+    ) -> None:
+        """Check the key and the API root (`*_setting` names them in errors), then connect.
+
+        `example` is a right `base_url` for this destination, shown when the given one is not.
+        """
+        self._api_key = check_header_value(api_key, setting=key_setting)
+        base_url = check_endpoint_url(
+            base_url,
+            allow_insecure_http=allow_insecure_http,
+            setting=url_setting,
+            example=example,
+            api_root=True,
+        )
+        self.name = name
+        self._api = HttpApi(base_url, client=client, timeout=timeout)
 
     @property
     def base_url(self) -> str:
         return self._api.base_url
+
+    def export(self, signal: Signal) -> DeliveryResult:
+        # Belt and braces: a server or an error message echoing the key never passes it on.
+        return redact(self._deliver(signal), self._api_key)
+
+    @abc.abstractmethod
+    def _deliver(self, signal: Signal) -> DeliveryResult:
+        """Deliver one signal and say how the destination answered (`export` redacts it)."""
+
+    def _warn(self, topic: str, message: str, *args: object) -> None:
+        """Log a warning about this destination, at most once a while per `topic`.
+
+        `message`'s first `%s` is the destination's name; `args` fill the rest.
+        """
+        log_rate_limited(
+            logging.WARNING, f"exporter:{self.name}:{topic}", message, self.name, *args
+        )
 
     def shutdown(self) -> None:
         self._api.close()

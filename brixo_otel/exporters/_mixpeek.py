@@ -14,25 +14,20 @@ arrives, and an attempt that finds a receipt for its signal does not send again.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 import httpx
 
-from brixo_otel._internal import log_rate_limited
 from brixo_otel._signals._model import THUMBS_DOWN, THUMBS_UP, Signal
 from brixo_otel.exporters._base import DeliveryResult, DeliveryStatus
 from brixo_otel.exporters._http import (
     JSON_MEDIA_TYPE,
     USER_AGENT,
-    HttpApi,
     HttpSignalExporter,
-    check_endpoint_url,
     check_header_value,
     encode_json,
     path_segment,
-    redact,
     truncate,
 )
 
@@ -106,17 +101,23 @@ class MixpeekExporter(HttpSignalExporter):
         timeout: httpx.Timeout | None = None,
         name: str = "mixpeek",
     ) -> None:
-        self._api_key = check_header_value(api_key, setting="api_key")
-        self._namespace = check_header_value(namespace, setting="namespace")
-        base_url = check_endpoint_url(
+        super().__init__(
+            api_key,
             base_url,
-            allow_insecure_http=allow_insecure_http,
-            setting="base_url",
             example=DEFAULT_BASE_URL,
-            api_root=True,
+            name=name,
+            client=client,
+            timeout=timeout,
+            allow_insecure_http=allow_insecure_http,
         )
-        self.name = name
-        self._api = HttpApi(base_url, client=client, timeout=timeout)
+        self._namespace = check_header_value(namespace, setting="namespace")
+        self._headers = {
+            "Authorization": f"Bearer {self._api_key}",
+            "X-Namespace": self._namespace,
+            "Content-Type": JSON_MEDIA_TYPE,
+            "Accept": JSON_MEDIA_TYPE,
+            "User-Agent": USER_AGENT,
+        }
 
     @property
     def namespace(self) -> str:
@@ -150,14 +151,7 @@ class MixpeekExporter(HttpSignalExporter):
         Mixpeek does not document honouring that key; it costs nothing and deduplicates at once
         if it ever does.
         """
-        return {
-            "Authorization": f"Bearer {self._api_key}",
-            "X-Namespace": self._namespace,
-            "Content-Type": JSON_MEDIA_TYPE,
-            "Accept": JSON_MEDIA_TYPE,
-            "User-Agent": USER_AGENT,
-            "Idempotency-Key": signal.id,
-        }
+        return {**self._headers, "Idempotency-Key": signal.id}
 
     def body_for(self, signal: Signal) -> dict[str, Any]:
         """`SubmitFeedbackRequest`: the message, the rating, and the comment when there is one."""
@@ -176,20 +170,14 @@ class MixpeekExporter(HttpSignalExporter):
         outbox forgets unused state (90 days); read it while that client runs (its outbox
         closes at shutdown). A standalone exporter keeps receipts in memory.
         """
-        stored = self.state.get(_RECEIPT + signal_id)
-        if not stored:
-            return None
-        try:
-            return MixpeekReceipt.parse(json.loads(stored))
-        except ValueError:
-            return None
+        return _read_receipt(self.state.get(_RECEIPT + signal_id))
 
-    def export(self, signal: Signal) -> DeliveryResult:
+    def _deliver(self, signal: Signal) -> DeliveryResult:
         earlier = self.state.get(_RECEIPT + signal.id)
         if earlier is not None:
             # Delivered before, and the outbox did not hear of it (a crash in between): sending
             # again would file the feedback twice, since Mixpeek has no idempotency key.
-            receipt = self.last_receipt(signal.id)
+            receipt = _read_receipt(earlier)
             note = receipt.note if receipt is not None else "answer not understood"
             return DeliveryResult(DeliveryStatus.DELIVERED, f"delivered earlier; {note}")
         if not self.accepts(signal):
@@ -201,12 +189,11 @@ class MixpeekExporter(HttpSignalExporter):
                 "Mixpeek takes thumbs_up/thumbs_down on a message whose conversation id (its "
                 f"session) is known; got {signal.value} on a {signal.target}{missing}",
             )
-        result = self._api.call(
+        return self._api.call(
             lambda: self._build(signal),
             destination=self.name,
             on_success=lambda body: self._keep_receipt(signal, body),
         )
-        return redact(result, self._api_key)
 
     def _build(self, signal: Signal) -> httpx.Request:
         content = encode_json(self.body_for(signal))
@@ -231,12 +218,20 @@ class MixpeekExporter(HttpSignalExporter):
         try:
             self.state.set(_RECEIPT + signal.id, receipt.to_json() if receipt else "{}")
         except Exception as exc:
-            log_rate_limited(
-                logging.WARNING,
-                f"exporter:{self.name}:receipt",
+            self._warn(
+                "receipt",
                 "brixo_otel: %s delivered signal %s but could not keep its receipt (%s)",
-                self.name,
                 signal.id,
                 type(exc).__name__,
             )
         return DeliveryResult(DeliveryStatus.DELIVERED, note)
+
+
+def _read_receipt(stored: str | None) -> MixpeekReceipt | None:
+    """The receipt kept in the state, or None (none kept, or `{}` for an unreadable answer)."""
+    if not stored:
+        return None
+    try:
+        return MixpeekReceipt.parse(json.loads(stored))
+    except ValueError:
+        return None

@@ -35,21 +35,17 @@ from typing import Any, Final
 import httpx
 
 from brixo_otel._errors import ConfigurationError
-from brixo_otel._internal import log_rate_limited, raise_internal_errors
+from brixo_otel._internal import raise_internal_errors
 from brixo_otel._signals._model import Signal, format_timestamp
 from brixo_otel.exporters._base import DeliveryResult, DeliveryStatus
 from brixo_otel.exporters._http import (
     JSON_MEDIA_TYPE,
     USER_AGENT,
-    HttpApi,
     HttpSignalExporter,
-    check_endpoint_url,
-    check_header_value,
     encode_json,
     error_detail,
     instrumentation_suppressed,
     permanent,
-    redact,
     scrub,
     truncate,
 )
@@ -65,6 +61,8 @@ DEFAULT_SOURCE_SURFACE: Final = "chat_message"
 CLIENT_FEEDBACK_NAMESPACE: Final = uuid.UUID("6f1d3f5e-7f43-5c4b-9a63-0e2b1c0a7d11")
 
 _COLLECTION: Final = "/api/v1/feedback"
+#: What a `base_url` looks like, for the error about one that is not right.
+_EXAMPLE_BASE_URL: Final = "https://api.virtuousai.example"
 #: The spec offers `authorization`, `X-API-Key` and `vai_token`; an API key goes in the header
 #: named for it (see docs/destinations/virtuousai.md for why not the other two).
 _API_KEY_HEADER: Final = "X-API-Key"
@@ -239,21 +237,20 @@ class VirtuousAIExporter(HttpSignalExporter):
         timeout: httpx.Timeout | None = None,
         name: str = "virtuousai",
     ) -> None:
-        self._api_key = check_header_value(api_key, setting="api_key")
-        base_url = check_endpoint_url(
+        super().__init__(
+            api_key,
             base_url,
+            example=_EXAMPLE_BASE_URL,
+            name=name,
+            client=client,
+            timeout=timeout,
             allow_insecure_http=allow_insecure_http,
-            setting="base_url",
-            example="https://api.virtuousai.example",
-            api_root=True,
         )
         if not isinstance(source_surface, str) or not source_surface.strip():
             raise ConfigurationError(
                 f"source_surface must be a non-empty string, got {source_surface!r}"
             )
         self.source_surface = source_surface
-        self.name = name
-        self._api = HttpApi(base_url, client=client, timeout=timeout)
         self._headers = {
             _API_KEY_HEADER: self._api_key,
             "Accept": JSON_MEDIA_TYPE,
@@ -314,25 +311,23 @@ class VirtuousAIExporter(HttpSignalExporter):
 
     # -- delivery -------------------------------------------------------------------------------
 
-    def export(self, signal: Signal) -> DeliveryResult:
+    def _deliver(self, signal: Signal) -> DeliveryResult:
         try:
-            result = self._export(signal)
+            result = self._route(signal)
         except Exception as exc:
             if raise_internal_errors():
                 raise
-            log_rate_limited(
-                logging.WARNING,
-                f"exporter:{self.name}:internal",
+            self._warn(
+                "internal",
                 "brixo_otel: %s exporter failed with %s; the signal will be retried",
-                self.name,
                 type(exc).__name__,
             )
-            result = DeliveryResult(DeliveryStatus.RETRY, f"exporter error {type(exc).__name__}")
+            return DeliveryResult(DeliveryStatus.RETRY, f"exporter error {type(exc).__name__}")
         if result.status is DeliveryStatus.DELIVERED and result.reason:
             logger.debug("signal %s to %s: %s", signal.id, self.name, result.reason)
-        return redact(result, self._api_key)
+        return result
 
-    def _export(self, signal: Signal) -> DeliveryResult:
+    def _route(self, signal: Signal) -> DeliveryResult:
         message_id = signal.message_id
         if signal.target != "message" or message_id is None:
             return permanent("VirtuousAI takes reactions to a message; this signal rates none")
@@ -372,8 +367,8 @@ class VirtuousAIExporter(HttpSignalExporter):
                     return result
                 # The item was deleted on VirtuousAI's side: the user's reaction gets a new one.
                 return self._create(signal, key, entry, client_feedback_id(signal.id))
-        feedback_id = entry.pending if entry is not None and entry.pending else None
-        return self._create(signal, key, entry, feedback_id or client_feedback_id(signal.id))
+        pending = entry.pending if entry is not None else None
+        return self._create(signal, key, entry, pending or client_feedback_id(signal.id))
 
     def _create(
         self, signal: Signal, key: str, previous: _Entry | None, feedback_id: str
@@ -454,11 +449,8 @@ class VirtuousAIExporter(HttpSignalExporter):
         try:
             return _Entry.loads(raw)
         except (ValueError, TypeError):
-            log_rate_limited(
-                logging.WARNING,
-                f"exporter:{self.name}:state",
-                "brixo_otel: unreadable %s state for a message; treating it as unknown",
-                self.name,
+            self._warn(
+                "state", "brixo_otel: unreadable %s state for a message; treating it as unknown"
             )
             return None
 

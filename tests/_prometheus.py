@@ -10,23 +10,18 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
-from tests._services import REPO, free_port, installed_binary
+from tests._services import REPO, ServiceProcess, free_port, installed_binary
 
 EXAMPLE_APP = REPO / "examples" / "prometheus_app.py"
 LOOPBACK = "127.0.0.1"
 SCRAPE_JOB = "brixo-example"
-
-T = TypeVar("T")
 
 
 def prometheus_binary() -> str:
@@ -34,65 +29,10 @@ def prometheus_binary() -> str:
     return installed_binary("prometheus", "prometheus.sh")
 
 
-def wait_for(check: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Poll `check` until it returns something other than None; every wait here is bounded."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found is not None:
-            return found
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"gave up after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
-
-
-def _tail(path: Path) -> str:
-    return path.read_text(errors="replace")[-3000:] if path.exists() else "(no output)"
-
-
-def _stop(process: subprocess.Popen[bytes] | None) -> None:
-    """Terminate politely, kill if need be, and always reap (no zombie, no ResourceWarning)."""
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
-
-
-class _Process:
-    """A child process whose output goes to a log file (a pipe nobody reads could fill up)."""
-
-    def __init__(self, log: Path) -> None:
-        self.log = log
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def _spawn(self, command: Sequence[str], cwd: Path) -> None:
-        if self._process is not None:
-            raise RuntimeError(f"{command[0]} is already running")
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("wb") as output:
-            self._process = subprocess.Popen(
-                list(command),
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
-
-    def exited(self) -> bool:
-        return self._process is None or self._process.poll() is not None
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        _stop(process)
-
-
-class ExampleApp(_Process):
+class ExampleApp(ServiceProcess):
     """examples/prometheus_app.py serving /metrics on a free loopback port."""
 
+    name = "the example app"
     READY_LINE = "serving metrics on "
 
     def __init__(self, directory: Path, messages_per_model: int) -> None:
@@ -114,35 +54,15 @@ class ExampleApp(_Process):
             str(self.messages_per_model),
         ]
         self._spawn(command, cwd=REPO)
-
-        def ready() -> bool | None:
-            if self.READY_LINE in _tail(self.log):
-                return True
-            if self.exited():
-                raise RuntimeError(f"the example app exited early:\n{_tail(self.log)}")
-            return None
-
-        try:
-            wait_for(ready, timeout, "the example app to serve /metrics")
-        except BaseException:
-            self.stop()
-            raise
-
-    def __enter__(self) -> ExampleApp:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        self._wait_until_ready(
+            lambda: self.READY_LINE in self.tail(), "the example app to serve /metrics", timeout
+        )
 
 
-class PrometheusServer(_Process):
+class PrometheusServer(ServiceProcess):
     """One `prometheus` on a free loopback port, scraping `targets` every second."""
+
+    name = "prometheus"
 
     def __init__(self, directory: Path, targets: Sequence[str]) -> None:
         super().__init__(directory / "prometheus.log")
@@ -186,19 +106,13 @@ class PrometheusServer(_Process):
         # No proxy from the environment may see loopback traffic.
         self._http = httpx.Client(base_url=self.url, timeout=5.0, trust_env=False)
 
-        def ready() -> bool | None:
-            if self.exited():
-                raise RuntimeError(f"prometheus exited early:\n{_tail(self.log)}")
+        def ready() -> bool:
             try:
-                return True if self._http_client().get("/-/ready").status_code == 200 else None
+                return self._http_client().get("/-/ready").status_code == 200
             except httpx.TransportError:
-                return None
+                return False
 
-        try:
-            wait_for(ready, timeout, "prometheus to be ready")
-        except BaseException:
-            self.stop()
-            raise
+        self._wait_until_ready(ready, "prometheus to be ready", timeout)
 
     def stop(self) -> None:
         try:
@@ -238,15 +152,3 @@ class PrometheusServer(_Process):
         if not result or math.isnan(result[0][1]):
             return None
         return result[0][1]
-
-    def __enter__(self) -> PrometheusServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

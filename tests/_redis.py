@@ -9,12 +9,9 @@ without it is noticed.
 from __future__ import annotations
 
 import socket
-import subprocess
-import time
 from pathlib import Path
-from types import TracebackType
 
-from tests._services import free_port, installed_binary
+from tests._services import ServiceProcess, free_port, installed_binary
 
 
 def redis_server_binary() -> str:
@@ -31,69 +28,36 @@ def _answers_ping(port: int) -> bool:
         return False
 
 
-class RedisServer:
+class RedisServer(ServiceProcess):
     """One `redis-server` process; `stop()` then `start()` brings it back on the same port."""
 
+    name = "redis-server"
+
     def __init__(self, directory: Path, port: int | None = None) -> None:
+        # Without --logfile, redis-server logs to stdout, which goes to the log file.
+        super().__init__(directory / "redis.log")
         self.binary = redis_server_binary()
         self.directory = directory
         self.port = free_port() if port is None else port
-        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> None:
-        if self._process is not None:
-            raise RuntimeError("redis-server is already running")
-        self.directory.mkdir(parents=True, exist_ok=True)
-        log = self.directory / "redis.log"
-        self._process = subprocess.Popen(
-            [
-                self.binary,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--daemonize", "no",
-                "--dir", str(self.directory),
-                "--logfile", str(log),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                break
-            if _answers_ping(self.port):
-                return
-            time.sleep(0.02)
-        self.stop()
-        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-        raise RuntimeError(f"redis-server did not answer PING on port {self.port}:\n{tail}")
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
-    def __enter__(self) -> RedisServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        command = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--daemonize", "no",
+            "--dir", str(self.directory),
+        ]  # fmt: skip
+        self._spawn(command, cwd=self.directory)
+        self._wait_until_ready(
+            lambda: _answers_ping(self.port),
+            f"redis-server to answer PING on port {self.port}",
+            timeout,
+            interval=0.02,
+        )

@@ -17,7 +17,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from tests._prometheus import SCRAPE_JOB, ExampleApp, PrometheusServer, wait_for
+from tests._prometheus import SCRAPE_JOB, ExampleApp, PrometheusServer
+from tests._services import wait_for
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "docs" / "dashboards" / "grafana-feedback.json"
 
@@ -87,35 +88,29 @@ def test_the_dashboard_queries_give_the_exact_feedback_ratios(tmp_path: Path) ->
         "Share of messages rated, by model",
     }
 
-    app = ExampleApp(tmp_path / "app", messages_per_model=MESSAGES_PER_MODEL)
-    app.start()
-    try:
-        prometheus = PrometheusServer(tmp_path / "prometheus", targets=[app.target])
-        prometheus.start()
-        try:
-            # The app's counters are final before it serves /metrics, so once the target is up
-            # and each series has a few samples (increase() needs two in its window), the
-            # answers no longer change.
-            wait_for(
-                lambda: prometheus.scalar(f'up{{job="{SCRAPE_JOB}"}} == 1'),
-                timeout=30,
-                what=f"Prometheus to scrape the example app at {app.target}",
-            )
-            wait_for(
-                lambda: prometheus.scalar(
-                    "min(count_over_time({__name__=~"
-                    '"brixo_feedback_total|brixo_messages_total"}[1m])) >= 3'
-                ),
-                timeout=30,
-                what="three scrapes of every feedback and message series",
-            )
-            check_names(prometheus)
-            check_variables(prometheus)
-            check_panels(prometheus, queries)
-        finally:
-            prometheus.stop()
-    finally:
-        app.stop()
+    with (
+        ExampleApp(tmp_path / "app", messages_per_model=MESSAGES_PER_MODEL) as app,
+        PrometheusServer(tmp_path / "prometheus", targets=[app.target]) as prometheus,
+    ):
+        # The app's counters are final before it serves /metrics, so once the target is up
+        # and each series has a few samples (increase() needs two in its window), the
+        # answers no longer change.
+        wait_for(
+            lambda: prometheus.scalar(f'up{{job="{SCRAPE_JOB}"}} == 1'),
+            timeout=30,
+            what=f"Prometheus to scrape the example app at {app.target}",
+        )
+        wait_for(
+            lambda: prometheus.scalar(
+                "min(count_over_time({__name__=~"
+                '"brixo_feedback_total|brixo_messages_total"}[1m])) >= 3'
+            ),
+            timeout=30,
+            what="three scrapes of every feedback and message series",
+        )
+        check_names(prometheus)
+        check_variables(prometheus)
+        check_panels(prometheus, queries)
 
 
 def check_names(prometheus: PrometheusServer) -> None:

@@ -30,7 +30,8 @@ from brixo_otel._correlation._index import IndexedSpan, InMemorySpanIndex
 from brixo_otel._correlation._redis_index import RedisSpanIndex, redacted_url
 from brixo_otel._correlation._sqlite_index import SqliteSpanIndex
 from brixo_otel._errors import ConfigurationError
-from tests._redis import RedisServer, free_port
+from tests._redis import RedisServer
+from tests._services import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 

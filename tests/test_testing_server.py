@@ -19,8 +19,10 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.util.types import AttributeValue
 
 from brixo_otel.testing import BrixoTestServer, ReceivedSignal, ReceivedSpan, SpanCapture
+from tests._services import wait_for
 
 JSON_API = "application/vnd.api+json"
 HEADERS = {"Authorization": "Bearer test-key", "Content-Type": JSON_API}
@@ -52,6 +54,12 @@ def post_signal(
     )
 
 
+def connect(
+    server: BrixoTestServer, headers: dict[str, str] = HEADERS, timeout: float = 5.0
+) -> httpx.Client:
+    return httpx.Client(base_url=server.url, headers=headers, timeout=timeout)
+
+
 @pytest.fixture
 def server(brixo_server: BrixoTestServer) -> BrixoTestServer:
     brixo_server.register_message("msg_1")
@@ -61,7 +69,7 @@ def server(brixo_server: BrixoTestServer) -> BrixoTestServer:
 
 @pytest.fixture
 def client(server: BrixoTestServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, headers=HEADERS, timeout=5.0) as client:
+    with connect(server) as client:
         yield client
 
 
@@ -138,7 +146,7 @@ def test_valid_rfc3339_timestamps_are_stored_as_sent(
 )
 def test_ids_round_trip_exactly(server: BrixoTestServer, target_id: str) -> None:
     server.register_message(target_id)
-    with httpx.Client(base_url=server.url, headers=HEADERS, timeout=5.0) as client:
+    with connect(server) as client:
         response = post_signal(client, target_id)
 
     assert response.status_code == 204
@@ -217,7 +225,7 @@ def test_missing_or_wrong_api_key_answers_401(
     headers = {"Content-Type": JSON_API}
     if authorization is not None:
         headers["Authorization"] = authorization
-    with httpx.Client(base_url=server.url, headers=headers, timeout=5.0) as client:
+    with connect(server, headers) as client:
         response = post_signal(client)
 
     assert_error(response, 401)
@@ -231,9 +239,7 @@ def test_bearer_scheme_is_case_insensitive(client: httpx.Client) -> None:
 
 def test_no_api_key_means_no_auth() -> None:
     with BrixoTestServer(api_key=None, require_known_ids=False) as server:
-        with httpx.Client(
-            base_url=server.url, headers={"Content-Type": JSON_API}, timeout=5.0
-        ) as client:
+        with connect(server, headers={"Content-Type": JSON_API}) as client:
             assert post_signal(client).status_code == 204
         assert server.api_key is None
         assert len(server.signals()) == 1
@@ -244,7 +250,7 @@ def test_wrong_content_type_answers_415(server: BrixoTestServer, content_type: s
     headers = {"Authorization": "Bearer test-key"}
     if content_type is not None:
         headers["Content-Type"] = content_type
-    with httpx.Client(base_url=server.url, headers=headers, timeout=5.0) as client:
+    with connect(server, headers) as client:
         assert_error(post_signal(client), 415, JSON_API)
     assert server.signals() == []
 
@@ -256,7 +262,7 @@ def test_content_type_parameters_are_accepted(client: httpx.Client) -> None:
 
 def test_body_over_the_limit_answers_413_without_reading_it() -> None:
     with BrixoTestServer(max_body_bytes=200, require_known_ids=False) as server:
-        with httpx.Client(base_url=server.url, headers=HEADERS, timeout=5.0) as client:
+        with connect(server) as client:
             too_big = post_signal(client, body=signal_body(user_message="x" * 500))
             just_fits = post_signal(client, body=signal_body(user_message="x" * 50))
 
@@ -287,7 +293,7 @@ def test_unknown_ids_answer_404(server: BrixoTestServer, client: httpx.Client) -
 
 def test_require_known_ids_false_accepts_any_id() -> None:
     with BrixoTestServer(require_known_ids=False) as server:
-        with httpx.Client(base_url=server.url, headers=HEADERS, timeout=5.0) as client:
+        with connect(server) as client:
             assert post_signal(client, "never-seen").status_code == 204
 
 
@@ -380,7 +386,7 @@ def test_wait_for_signals_sees_signals_sent_from_another_thread(
 ) -> None:
     def send() -> None:
         time.sleep(0.05)
-        with httpx.Client(base_url=server.url, headers=HEADERS, timeout=5.0) as client:
+        with connect(server) as client:
             for _ in range(3):
                 post_signal(client)
 
@@ -511,7 +517,7 @@ def test_faults_apply_before_auth_and_validation(
     else:
         server.drop_next(1)
     headers = {"Authorization": "Bearer wrong", "Content-Type": "text/plain"}
-    with httpx.Client(base_url=server.url, headers=headers, timeout=5.0) as client:
+    with connect(server, headers) as client:
         if status is None:
             with pytest.raises(httpx.TransportError):
                 post_signal(client, "nope", raw=b"{")
@@ -569,6 +575,17 @@ def test_fault_knobs_reject_bad_arguments(
 # -- OTLP receiver ----------------------------------------------------------------------------
 
 
+SDK_ATTRIBUTES: dict[str, AttributeValue] = {
+    "brixo.message_id": "msg-otel",
+    "gen_ai.conversation.id": "conv-otel",
+    "brixo.session_id": "session-otel",
+    "gen_ai.usage.input_tokens": 12,
+    "stream": True,
+    "temperature": 0.5,
+    "tags": ("a", "b"),
+}
+
+
 def export_with_sdk(
     server: BrixoTestServer, compression: Compression = Compression.NoCompression
 ) -> tuple[int, int, int]:
@@ -586,15 +603,7 @@ def export_with_sdk(
         with tracer.start_as_current_span("interaction") as parent:
             with tracer.start_as_current_span(
                 "chat gpt-4o",
-                attributes={
-                    "brixo.message_id": "msg-otel",
-                    "gen_ai.conversation.id": "conv-otel",
-                    "brixo.session_id": "session-otel",
-                    "gen_ai.usage.input_tokens": 12,
-                    "stream": True,
-                    "temperature": 0.5,
-                    "tags": ("a", "b"),
-                },
+                attributes=SDK_ATTRIBUTES,
             ) as child:
                 pass
     finally:
@@ -618,15 +627,7 @@ def test_otlp_protobuf_spans_are_stored_and_teach_ids(
         span_id=format(child_id, "016x"),
         parent_span_id=format(parent_id, "016x"),
         name="chat gpt-4o",
-        attributes={
-            "brixo.message_id": "msg-otel",
-            "gen_ai.conversation.id": "conv-otel",
-            "brixo.session_id": "session-otel",
-            "gen_ai.usage.input_tokens": 12,
-            "stream": True,
-            "temperature": 0.5,
-            "tags": ["a", "b"],
-        },
+        attributes={**SDK_ATTRIBUTES, "tags": ["a", "b"]},  # a sequence comes back a list
         resource_attributes=child.resource_attributes,
     )
     assert child.resource_attributes["service.name"] == "chat-app"
@@ -843,13 +844,13 @@ def test_db_path_keeps_history_across_restarts(tmp_path: Path) -> None:
     db_path = str(tmp_path / "brixo.sqlite3")
     with BrixoTestServer(db_path=db_path) as server:
         server.register_message("msg_1")
-        with httpx.Client(base_url=server.url, headers=HEADERS, timeout=5.0) as client:
+        with connect(server) as client:
             assert post_signal(client, headers={"Idempotency-Key": "k"}).status_code == 204
 
     with BrixoTestServer(db_path=db_path) as server:
         assert [s.target_id for s in server.signals()] == ["msg_1"]
         assert server.known_message_ids() == {"msg_1"}
-        with httpx.Client(base_url=server.url, headers=HEADERS, timeout=5.0) as client:
+        with connect(server) as client:
             assert post_signal(client, headers={"Idempotency-Key": "k"}).status_code == 204
         assert len(server.signals()) == 1
 
@@ -859,7 +860,7 @@ def test_stop_does_not_wait_for_a_hanging_request(server: BrixoTestServer) -> No
     outcome: list[object] = []
 
     def send() -> None:
-        with httpx.Client(base_url=server.url, headers=HEADERS, timeout=10.0) as client:
+        with connect(server, timeout=10.0) as client:
             try:
                 outcome.append(post_signal(client).status_code)
             except httpx.TransportError as exc:
@@ -867,9 +868,7 @@ def test_stop_does_not_wait_for_a_hanging_request(server: BrixoTestServer) -> No
 
     sender = threading.Thread(target=send)
     sender.start()
-    deadline = time.monotonic() + 5
-    while not server.requests() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: server.requests() or None, 5, "the request to arrive", interval=0.01)
 
     started = time.monotonic()
     server.stop()
@@ -882,7 +881,7 @@ def test_stop_does_not_wait_for_a_hanging_request(server: BrixoTestServer) -> No
 
 
 def test_stop_ends_idle_keep_alive_connections(server: BrixoTestServer) -> None:
-    with httpx.Client(base_url=server.url, headers=HEADERS, timeout=5.0) as client:
+    with connect(server) as client:
         assert post_signal(client).status_code == 204
         started = time.monotonic()
         server.stop()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 SIGNAL_NAMES = frozenset({"feedback"})
 SIGNAL_VALUES = frozenset({"thumbs_up", "thumbs_down"})
@@ -15,9 +17,6 @@ _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?(?:[Zz]|([+-])(\d{2}):(\d{2}))",
     re.ASCII,
 )
-
-
-_ABSENT = object()
 
 
 class BadSignalError(ValueError):
@@ -55,40 +54,51 @@ def parse_signal_body(raw: bytes) -> SignalBody:
         raise BadSignalError("The request body is not valid JSON.") from None
     if not isinstance(document, dict):
         raise BadSignalError("The request body must be a JSON object.")
-    data = document.get("data")
-    if data is None:
-        raise BadSignalError("`data` is required.")
-    if not isinstance(data, dict):
-        raise BadSignalError("`data` must be an object.")
+    data = _object(document, "data")
     if "type" not in data:
         raise BadSignalError("`data.type` is required.")
     if data["type"] != "signals":
         raise BadSignalError('`data.type` must be "signals".')
-    attributes = data.get("attributes")
-    if attributes is None:
-        raise BadSignalError("`data.attributes` is required.")
-    if not isinstance(attributes, dict):
-        raise BadSignalError("`data.attributes` must be an object.")
+    attributes = _object(data, "data.attributes")
+    return SignalBody(
+        name=_choice(attributes, "name", SIGNAL_NAMES, '"feedback"'),
+        value=_choice(attributes, "value", SIGNAL_VALUES, '"thumbs_up" or "thumbs_down"'),
+        occurred_at=_optional_string(
+            attributes, "occurred_at", is_rfc3339, "an RFC 3339 timestamp"
+        ),
+        user_message=_optional_string(attributes, "user_message", lambda _: True, "a string"),
+    )
 
-    name = attributes.get("name")
-    if name is None:
-        raise BadSignalError("`data.attributes.name` is required.")
-    if not isinstance(name, str) or name not in SIGNAL_NAMES:
-        raise BadSignalError('`data.attributes.name` must be "feedback".')
-    value = attributes.get("value")
+
+def _required(obj: dict[str, Any], where: str) -> Any:
+    """The member `where` (a dotted path) names in `obj`, its parent; null counts as missing."""
+    value = obj.get(where.rpartition(".")[2])
     if value is None:
-        raise BadSignalError("`data.attributes.value` is required.")
-    if not isinstance(value, str) or value not in SIGNAL_VALUES:
-        raise BadSignalError('`data.attributes.value` must be "thumbs_up" or "thumbs_down".')
+        raise BadSignalError(f"`{where}` is required.")
+    return value
 
-    occurred_at = attributes.get("occurred_at", _ABSENT)
-    if occurred_at is _ABSENT:
-        occurred_at = None
-    elif not isinstance(occurred_at, str) or not is_rfc3339(occurred_at):
-        raise BadSignalError("`data.attributes.occurred_at` must be an RFC 3339 timestamp.")
-    user_message = attributes.get("user_message", _ABSENT)
-    if user_message is _ABSENT:
-        user_message = None
-    elif not isinstance(user_message, str):
-        raise BadSignalError("`data.attributes.user_message` must be a string.")
-    return SignalBody(name=name, value=value, occurred_at=occurred_at, user_message=user_message)
+
+def _object(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    value = _required(obj, where)
+    if not isinstance(value, dict):
+        raise BadSignalError(f"`{where}` must be an object.")
+    return value
+
+
+def _choice(attributes: dict[str, Any], key: str, allowed: frozenset[str], wanted: str) -> str:
+    value = _required(attributes, f"data.attributes.{key}")
+    if not isinstance(value, str) or value not in allowed:
+        raise BadSignalError(f"`data.attributes.{key}` must be {wanted}.")
+    return value
+
+
+def _optional_string(
+    attributes: dict[str, Any], key: str, valid: Callable[[str], bool], wanted: str
+) -> str | None:
+    """None when `key` is left out; present, even as null, it must be a valid string."""
+    if key not in attributes:
+        return None
+    value = attributes[key]
+    if not isinstance(value, str) or not valid(value):
+        raise BadSignalError(f"`data.attributes.{key}` must be {wanted}.")
+    return value

@@ -17,10 +17,13 @@ import socketserver
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
+
+from tests import _services
 
 #: RFC 3339 with a zone, optionally followed by a `[Zone]` as Dixa's examples show.
 DATE_TIME = re.compile(
@@ -144,13 +147,9 @@ class ContractServer(abc.ABC):
         with self.lock:
             return [r for r in self._requests if route is None or r.route == route]
 
-    def wait_for(self, predicate: Any, timeout: float = 10.0) -> None:
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         """Poll `predicate()` until true; fail the test after `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout} s waiting for {predicate}")
-            time.sleep(0.01)
+        _services.wait_for(lambda: predicate() or None, timeout, str(predicate), interval=0.01)
 
     # -- lifecycle ------------------------------------------------------------------------------
 

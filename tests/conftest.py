@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
@@ -29,6 +30,12 @@ def _clean_brixo_environment(
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
     yield
     brixo_otel.shutdown(timeout=2.0)
+
+
+@pytest.fixture
+def outbox(tmp_path: Path) -> Path:
+    """A fresh outbox file for the test."""
+    return tmp_path / "outbox.db"
 
 
 @pytest.fixture

@@ -23,11 +23,6 @@ FAST = RetryPolicy(initial_backoff=0.02, max_backoff=0.2, max_retry_after=2.0)
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def outbox(tmp_path: Path) -> Path:
-    return tmp_path / "outbox.db"
-
-
 def connect(
     server: BrixoTestServer,
     outbox: Path,

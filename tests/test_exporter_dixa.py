@@ -17,15 +17,13 @@ import httpx
 import pytest
 
 import brixo_otel
-from brixo_otel import RetryPolicy
 from brixo_otel._cli import main as cli
 from brixo_otel._errors import ConfigurationError
 from brixo_otel._signals._model import Signal, retraction, validate
-from brixo_otel._signals._outbox import Outbox
-from brixo_otel.exporters import DeliveryStatus, SignalExporter
+from brixo_otel.exporters import DeliveryStatus
 from brixo_otel.exporters._dixa import DixaExporter, DixaProgress, conversation_number
-from brixo_otel.testing import SpanCapture
 from tests._contract.dixa import DixaContractServer
+from tests._delivery import connect, dead_reasons
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -34,7 +32,6 @@ CHILD = str(Path(__file__).parent / "_scripts" / "dixa_crash_child.py")
 KEY = "dixa-live-key-0123456789abcdef"
 AGENT = "eeb3bbe5-0355-4ac1-8af5-20d42a3db24b"
 USER = "b0323b42-c428-4afa-970e-20bf5bdeeec4"
-FAST = RetryPolicy(initial_backoff=0.02, max_backoff=0.2)
 OCCURRED = "2024-03-11T16:39:30Z"
 
 
@@ -45,11 +42,6 @@ def server() -> Iterator[DixaContractServer]:
         yield contract
     finally:
         contract.close()
-
-
-@pytest.fixture
-def outbox(tmp_path: Path) -> Path:
-    return tmp_path / "o.db"
 
 
 def dixa(server: DixaContractServer, **kwargs: Any) -> DixaExporter:
@@ -66,31 +58,10 @@ def exporter(server: DixaContractServer) -> Iterator[DixaExporter]:
     standalone.shutdown()
 
 
-def connect(
-    exporters: list[SignalExporter], outbox: Path, errors: list[str] | None = None
-) -> brixo_otel.Client:
-    return brixo_otel.configure(
-        exporters=exporters,
-        retry_policy=FAST,
-        outbox_path=outbox,
-        traces_endpoint="none",
-        tracer_provider=SpanCapture().provider,
-        on_error=None if errors is None else (lambda s, d, reason: errors.append(reason)),
-    )
-
-
 def rating(value: str = "csat", conversation_id: str = "9456", **kwargs: Any) -> Signal:
     if value == "csat":
         kwargs.setdefault("score", 4)
     return validate(value, conversation_id=conversation_id, occurred_at=OCCURRED, **kwargs)
-
-
-def dead_reasons(outbox: Path) -> list[str]:
-    store = Outbox(str(outbox))
-    try:
-        return [letter.reason for letter in store.dead_letters()]
-    finally:
-        store.close()
 
 
 # --- success ------------------------------------------------------------------------------------

@@ -13,23 +13,21 @@ from typing import Any
 import pytest
 
 import brixo_otel
-from brixo_otel import RetryPolicy
 from brixo_otel._cli import main as cli
 from brixo_otel._errors import ConfigurationError
 from brixo_otel._signals._model import Signal, retraction, validate
 from brixo_otel._signals._outbox import Outbox
-from brixo_otel.exporters import DeliveryStatus, InMemorySignalExporter, SignalExporter
+from brixo_otel.exporters import DeliveryStatus, InMemorySignalExporter
 from brixo_otel.exporters._dixa import DixaExporter
 from brixo_otel.exporters._mixpeek import MixpeekExporter, MixpeekReceipt
-from brixo_otel.testing import SpanCapture
 from tests._contract.dixa import DixaContractServer
 from tests._contract.mixpeek import MixpeekContractServer
+from tests._delivery import connect, dead_reasons
 
 pytestmark = pytest.mark.timeout(30)
 
 KEY = "sk_live_mixpeek_0123456789abcdef"
 NAMESPACE = "production"
-FAST = RetryPolicy(initial_backoff=0.02, max_backoff=0.2)
 OCCURRED = "2026-02-03T14:22:10Z"
 
 
@@ -43,11 +41,6 @@ def server() -> Iterator[MixpeekContractServer]:
 
 
 @pytest.fixture
-def outbox(tmp_path: Path) -> Path:
-    return tmp_path / "o.db"
-
-
-@pytest.fixture
 def exporter(server: MixpeekContractServer) -> Iterator[MixpeekExporter]:
     """A standalone exporter (in-memory state), for answers that need no worker."""
     mixpeek = MixpeekExporter(KEY, NAMESPACE, server.url)
@@ -55,31 +48,10 @@ def exporter(server: MixpeekContractServer) -> Iterator[MixpeekExporter]:
     mixpeek.shutdown()
 
 
-def connect(
-    exporters: list[SignalExporter], outbox: Path, errors: list[str] | None = None
-) -> brixo_otel.Client:
-    return brixo_otel.configure(
-        exporters=exporters,
-        retry_policy=FAST,
-        outbox_path=outbox,
-        traces_endpoint="none",
-        tracer_provider=SpanCapture().provider,
-        on_error=None if errors is None else (lambda s, d, reason: errors.append(reason)),
-    )
-
-
 def thumbs(value: str = "thumbs_up", **kwargs: Any) -> Signal:
     kwargs.setdefault("message_id", "msg_abc123")
     kwargs.setdefault("conversation_id", "ses_abc123")
     return validate(value, occurred_at=OCCURRED, **kwargs)
-
-
-def dead_reasons(outbox: Path) -> list[str]:
-    store = Outbox(str(outbox))
-    try:
-        return [letter.reason for letter in store.dead_letters()]
-    finally:
-        store.close()
 
 
 # --- success ------------------------------------------------------------------------------------

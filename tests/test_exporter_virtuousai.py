@@ -20,7 +20,6 @@ import httpx
 import pytest
 
 import brixo_otel
-from brixo_otel import RetryPolicy
 from brixo_otel._errors import ConfigurationError
 from brixo_otel._signals._model import Signal, retraction, validate
 from brixo_otel._signals._outbox import Outbox
@@ -31,12 +30,11 @@ from brixo_otel.exporters._virtuousai import (
     VirtuousAIExporter,
     client_feedback_id,
 )
-from brixo_otel.testing import SpanCapture
 from tests._contract.virtuousai import VirtuousAIContractServer
+from tests._delivery import configure_delivery
 
 pytestmark = pytest.mark.timeout(60)
 
-FAST = RetryPolicy(initial_backoff=0.02, max_backoff=0.2)
 CHILD = str(Path(__file__).parent / "_scripts" / "virtuousai_crash_child.py")
 MESSAGE = "8540d774-4863-4d2b-b788-4ecb19412e85"
 THREAD = "51f72284-0555-48fe-a20a-4369ee94dc3e"
@@ -92,13 +90,10 @@ def connect(
 ) -> VirtuousAIExporter:
     """A real client (outbox, worker, retries) whose only destination is VirtuousAI."""
     exporter = VirtuousAIExporter(api_key="test-key", base_url=server.url)
-    brixo_otel.configure(
-        exporters=[exporter],
-        retry_policy=FAST,
-        outbox_path=outbox,
-        traces_endpoint="none",
-        tracer_provider=SpanCapture().provider,
-        on_error=None if errors is None else lambda s, d, reason: errors.append((s.id, reason)),
+    configure_delivery(
+        [exporter],
+        outbox,
+        None if errors is None else lambda s, d, reason: errors.append((s.id, reason)),
     )
     return exporter
 

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 import brixo_otel
-from brixo_otel import RetryPolicy
 from brixo_otel import attributes as attrs
 from brixo_otel._cli import main as cli
 from brixo_otel._signals._model import Signal
@@ -18,9 +17,8 @@ from brixo_otel.exporters import (
     SignalExporter,
 )
 from brixo_otel.testing import BrixoTestServer, SpanCapture
+from tests._delivery import FAST
 from tests.conftest import Local
-
-FAST = RetryPolicy(initial_backoff=0.02, max_backoff=0.2)
 
 
 @pytest.mark.parametrize(

@@ -117,24 +117,20 @@ class BrixoSpanProcessor(SpanProcessor):
         """What the index would keep for a message still in progress (for a link token)."""
         kept = dict(message.gathered)
         if message.span is not None:
-            kept.update(self._wanted(getattr(message.span, "attributes", None)))
+            wanted = self._indexed_attributes
+            own = _plain(getattr(message.span, "attributes", None))
+            kept.update((name, value) for name, value in own.items() if name in wanted)
         return kept
-
-    def _wanted(self, recorded: Attributes) -> dict[str, AttributeValue]:
-        if not recorded:
-            return {}
-        # The SDK hands out a read-only proxy over its attribute mapping, where every lookup goes
-        # through several layers; one `copy()` gives a plain dict, much faster to read.
-        copy = getattr(recorded, "copy", None)
-        values: Mapping[str, AttributeValue] = copy() if copy is not None else recorded
-        wanted = self._indexed_attributes
-        return {name: value for name, value in values.items() if name in wanted}
 
     def _gather(self, message: MessageScope, span: ReadableSpan) -> dict[str, AttributeValue]:
         """Add `span`'s wanted attributes to what the message has gathered; the latest wins,
         and the message span itself, which ends last, has the final word."""
-        message.gathered.update(self._wanted(span.attributes))
-        return message.gathered
+        gathered = message.gathered
+        wanted = self._indexed_attributes
+        for name, value in _plain(span.attributes).items():
+            if name in wanted:
+                gathered[name] = value
+        return gathered
 
     def disable(self) -> None:
         """Stop tagging and indexing: the client that added us was shut down.
@@ -151,3 +147,12 @@ class BrixoSpanProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+
+def _plain(recorded: Attributes) -> Mapping[str, AttributeValue]:
+    """A span's attributes as a plain dict. The SDK hands out a read-only proxy over its own
+    mapping, where every lookup goes through several layers; one `copy()` is much cheaper."""
+    if not recorded:
+        return {}
+    copy = getattr(recorded, "copy", None)
+    return copy() if copy is not None else recorded

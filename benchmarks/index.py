@@ -26,7 +26,7 @@ from opentelemetry.util.types import AttributeValue
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import brixo_otel
-from brixo_otel._correlation._choose import span_index_from
+from brixo_otel._correlation._index_url import span_index_from
 from brixo_otel._correlation._index import IndexedSpan
 from tests._redis import RedisServer
 

@@ -18,13 +18,12 @@ from brixo_otel._api import (
     shutdown,
 )
 from brixo_otel._client import Client
-from brixo_otel._compat import Brixo
-from brixo_otel._errors import ConfigurationError
+from brixo_otel._errors import ConfigurationError, InvalidSignal, UnknownMessage
 from brixo_otel._instrument._decorators import interaction, message, message_span
 from brixo_otel._instrument._scope import conversation, set_message_id
-from brixo_otel._signals._model import InvalidSignal, Signal
-from brixo_otel._signals._outbox import OutboxLimits
-from brixo_otel._signals._retry import RetryPolicy
+from brixo_otel._policies import OutboxLimits, RetryPolicy
+from brixo_otel._signal import Signal
+from brixo_otel._vendor_sdk import Brixo
 from brixo_otel._version import __version__
 
 logging.getLogger("brixo_otel").addHandler(logging.NullHandler())
@@ -37,6 +36,7 @@ __all__ = [
     "OutboxLimits",
     "RetryPolicy",
     "Signal",
+    "UnknownMessage",
     "__version__",
     "afeedback",
     "configure",

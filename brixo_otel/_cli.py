@@ -15,19 +15,18 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from brixo_otel import _env
-from brixo_otel._config import default_outbox_path
+from brixo_otel._settings import FIELDS, default_outbox_path
 
 if TYPE_CHECKING:
-    from brixo_otel._signals._outbox import Outbox
+    from brixo_otel._delivery._outbox import Outbox
 
 
 def _outbox_path(given: str | None) -> str:
-    return given or os.environ.get(_env.BRIXO_OUTBOX_PATH) or default_outbox_path()
+    return given or os.environ.get(FIELDS["outbox_path"].metadata["env"]) or default_outbox_path()
 
 
 def _open_outbox(path: str) -> Outbox:
-    from brixo_otel._signals._outbox import Outbox
+    from brixo_otel._delivery._outbox import Outbox
 
     if path != ":memory:" and not os.path.exists(path):
         raise SystemExit(f"brixo-otel: no outbox at {path} (set --path or BRIXO_OUTBOX_PATH)")

@@ -2,102 +2,141 @@
 
 It joins the app's OpenTelemetry setup rather than replacing it: span processors are added to
 the app's TracerProvider when there is one, and a provider is created (and made global) only
-when there is none.
+when there is none; the same for the LoggerProvider.
+
+`feedback()` here only validates and commits. Everything else — finding the rated span, the
+OpenTelemetry record, every destination — is a stage of the durable pipeline (`_delivery`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import logging
 import os
+import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import _logs, trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace import TracerProvider
 
-from brixo_otel import _runtime
 from brixo_otel import attributes as attrs
-from brixo_otel._config import MEMORY_OUTBOX, Settings
-from brixo_otel._correlation._emit import emit_feedback_span
-from brixo_otel._correlation._index import IndexedSpan, InMemorySpanIndex, SpanIndex
-from brixo_otel._correlation._metrics import DEFAULT_DIMENSIONS, FeedbackMetrics
-from brixo_otel._errors import ConfigurationError
+from brixo_otel._correlation._index import SpanIndex
+from brixo_otel._correlation._index_url import span_index_from
+from brixo_otel._correlation._tokens import decode_link_token, encode_link_token
+from brixo_otel._delivery._outbox import Outbox
+from brixo_otel._delivery._worker import SignalProcessor
+from brixo_otel._errors import ConfigurationError, InvalidSignal, UnknownMessage
+from brixo_otel._exporter import SignalExporter
+from brixo_otel._feedback._metrics import DEFAULT_DIMENSIONS, FeedbackMetrics, check_dimensions
+from brixo_otel._feedback._record import OpenTelemetryRecord
+from brixo_otel._feedback._span import SignalIdGenerator
 from brixo_otel._instrument._processor import BrixoSpanProcessor
 from brixo_otel._instrument._scope import current_message
-from brixo_otel._internal import guard, log_rate_limited, logger
-from brixo_otel._signals._model import InvalidSignal, Signal, retraction, validate
+from brixo_otel._instrument._trace_export import TraceExport
+from brixo_otel._internal import guard
+from brixo_otel._policies import OutboxLimits, RetryPolicy
+from brixo_otel._settings import MEMORY_OUTBOX, Settings, resolve
+from brixo_otel._signal import RatedSpan, Signal, SpanRef, retraction, validate
 from brixo_otel._version import __version__
 
-if TYPE_CHECKING:
-    from brixo_otel._correlation._tokens import LinkTokenContents
-    from brixo_otel._signals._outbox import OutboxLimits
-    from brixo_otel._signals._processor import SignalProcessor
-    from brixo_otel._signals._retry import RetryPolicy
-    from brixo_otel.exporters import SignalExporter
-
 #: Attributes of a message span kept in the index, to dimension feedback by what produced it.
+#: Both the GenAI semantic conventions' names and OpenInference's, since either kind of LLM
+#: instrumentation may have made the span inside the message.
 DEFAULT_INDEXED_ATTRIBUTES = (
     attrs.GEN_AI_REQUEST_MODEL,
+    attrs.GEN_AI_RESPONSE_MODEL,
     attrs.GEN_AI_PROVIDER_NAME,
     attrs.GEN_AI_SYSTEM,
+    attrs.LLM_MODEL_NAME,
+    attrs.LLM_PROVIDER,
     attrs.AGENT_VERSION,
     attrs.ENVIRONMENT,
     attrs.SESSION_ID,
 )
 
-ErrorHook = Callable[[Signal, str, str], None]
-DeliveredHook = Callable[[Signal, str], None]
+#: Messages are rated within hours, rarely days: a day covers nearly all feedback, and older
+#: feedback is still delivered, only unlinked (or linked through a link token).
+DEFAULT_INDEX_TTL_SECONDS = 24 * 3600.0
+DEFAULT_INDEX_MAX_ENTRIES = 100_000
 
 
 class Client:
-    """One configured brixo-otel: create it with `brixo_otel.configure()`."""
+    """One configured brixo-otel. `brixo_otel.configure(...)` builds one and makes it the
+    default; `Client(...)` builds one that is not (several apps in one process, tests).
+
+    Every argument is optional; an argument wins over its `BRIXO_*` environment variable.
+    docs/configuration.md lists them all, with defaults (generated from the settings table).
+    """
 
     def __init__(
         self,
-        settings: Settings,
         *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        app_name: str | None = None,
+        environment: str | None = None,
+        agent_version: str | None = None,
         tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+        logger_provider: _logs.LoggerProvider | None = None,
+        traces_endpoint: str | None = None,
+        traces_headers: Mapping[str, str] | None = None,
         exporters: Sequence[SignalExporter] | None = None,
-        span_index: SpanIndex | None = None,
+        outbox_path: str | os.PathLike[str] | None = None,
+        span_index: str | SpanIndex | None = None,
+        link_secret: str | bytes | Sequence[str | bytes] | None = None,
+        link_window: float | None = None,
+        capture_content: bool | None = None,
+        allow_insecure_http: bool | None = None,
         retry_policy: RetryPolicy | None = None,
         outbox_limits: OutboxLimits | None = None,
-        on_error: ErrorHook | None = None,
-        on_delivered: DeliveredHook | None = None,
-        meter_provider: MeterProvider | None = None,
-        metric_dimensions: Sequence[str] = DEFAULT_DIMENSIONS,
-        indexed_attributes: Sequence[str] = DEFAULT_INDEXED_ATTRIBUTES,
+        on_error: Callable[[Signal, str, str], None] | None = None,
+        on_delivered: Callable[[Signal, str], None] | None = None,
+        metric_dimensions: Sequence[str] | None = None,
+        indexed_attributes: Sequence[str] | None = None,
     ) -> None:
-        self.settings = settings
-        self._meter_provider = meter_provider
-        self.metrics = FeedbackMetrics(meter_provider, metric_dimensions)
+        options = {name: value for name, value in locals().items() if name != "self"}
+        # Everything that can refuse a setting runs before anything is attached or started.
+        self.settings = settings = resolve(options)
+        dimensions = check_dimensions(
+            DEFAULT_DIMENSIONS if settings.metric_dimensions is None else settings.metric_dimensions
+        )
+        indexed = settings.indexed_attributes or DEFAULT_INDEXED_ATTRIBUTES
         # metric dimensions must be kept too: feedback in another process reads them from here
-        self._indexed_attributes = tuple(dict.fromkeys((*indexed_attributes, *metric_dimensions)))
+        self._indexed_attributes = tuple(dict.fromkeys((*indexed, *dimensions)))
+        self._exporters = list(settings.exporters or self._default_exporters())
+        outbox = _open_outbox(settings)
         self._closed = False
         self._lock = threading.Lock()
-        self.span_index: SpanIndex = span_index if span_index is not None else InMemorySpanIndex()
-        # Everything that can refuse a setting runs before anything is attached or started.
-        self._exporters = list(exporters) if exporters is not None else self._default_exporters()
-        self._signals = self._start_signal_pipeline(
-            retry_policy, outbox_limits, on_error, on_delivered
-        )
         try:
-            self.tracer_provider = self._join_tracer_provider(tracer_provider)
-            self.tracer = self.tracer_provider.get_tracer(
-                _runtime.INSTRUMENTATION_NAME, __version__
+            self.span_index: SpanIndex = span_index_from(
+                settings.span_index,
+                ttl_seconds=DEFAULT_INDEX_TTL_SECONDS,
+                max_entries=DEFAULT_INDEX_MAX_ENTRIES,
             )
-            self._trace_export = self._add_trace_export()
+            self.metrics = FeedbackMetrics(settings.meter_provider, dimensions)
+            self.tracer_provider = self._join_tracer_provider(settings.tracer_provider)
+            self.tracer = self.tracer_provider.get_tracer("brixo_otel", __version__)
+            self._trace_export = TraceExport.start(self.tracer_provider, settings)
+            self._signals = SignalProcessor(
+                outbox,
+                [self._record_stage(dimensions), *self._exporters],
+                span_index=self.span_index,
+                link_window=settings.link_window,
+                policy=settings.retry_policy,
+                on_error=settings.on_error,
+                on_delivered=settings.on_delivered,
+                meter_provider=settings.meter_provider,
+                trace_pending=None if self._trace_export is None else self._trace_export.pending,
+            )
         except BaseException:
-            if self._signals is not None:
-                self._signals.shutdown(timeout=0.5)
+            outbox.close()
             raise
 
     # -- set-up ---------------------------------------------------------------------------
@@ -113,11 +152,6 @@ class Client:
 
     def _join_tracer_provider(self, given: TracerProvider | None) -> TracerProvider:
         provider: object = given if given is not None else trace.get_tracer_provider()
-        if given is not None and not isinstance(given, TracerProvider):
-            raise TypeError(
-                "tracer_provider must be an opentelemetry.sdk.trace.TracerProvider, "
-                f"got {type(given).__name__}"
-            )
         if not isinstance(provider, TracerProvider):
             resource = dict(self._resource_attributes())
             if self.settings.app_name:
@@ -138,16 +172,30 @@ class Client:
         provider.add_span_processor(self._span_processor)
         return provider
 
-    def _add_trace_export(self) -> SpanProcessor | None:
-        endpoint = self.settings.traces_endpoint
-        if endpoint is None:
-            return None
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    def _join_logger_provider(self) -> _logs.LoggerProvider:
+        given = self.settings.logger_provider
+        if given is not None:
+            return given  # type: ignore[no-any-return]
+        provider = _logs.get_logger_provider()
+        from opentelemetry.sdk._logs import LoggerProvider as SdkLoggerProvider
 
-        headers = {"Brixo-Auth": f"Bearer {self.settings.api_key}"} if self.settings.api_key else {}
-        processor = BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, headers=headers))
-        self.tracer_provider.add_span_processor(processor)
-        return processor
+        if not isinstance(provider, SdkLoggerProvider):
+            # As for traces: no SDK provider yet, so one is made global; an app that sets its
+            # own later keeps its own (the API refuses to override, and logs that).
+            provider = SdkLoggerProvider(resource=self.tracer_provider.resource)
+            _logs.set_logger_provider(provider)
+        return provider
+
+    def _record_stage(self, dimensions: Sequence[str]) -> OpenTelemetryRecord:
+        """The stage that emits the feedback span, log event and counter, with span ids fixed
+        per signal (a tracer of our own, so no other span gets those ids)."""
+        tracer = self.tracer_provider.get_tracer("brixo_otel.feedback", __version__)
+        ids = SignalIdGenerator(self.tracer_provider.id_generator)
+        tracer.id_generator = ids  # type: ignore[attr-defined]
+        logger = self._join_logger_provider().get_logger("brixo_otel", __version__)
+        return OpenTelemetryRecord(
+            tracer, ids, logger, self.metrics, capture_content=self.settings.capture_content
+        )
 
     def _default_exporters(self) -> list[SignalExporter]:
         if not self.settings.has_api_key:
@@ -161,33 +209,6 @@ class Client:
                 allow_insecure_http=self.settings.allow_insecure_http,
             )
         ]
-
-    def _start_signal_pipeline(
-        self,
-        retry_policy: RetryPolicy | None,
-        outbox_limits: OutboxLimits | None,
-        on_error: ErrorHook | None,
-        on_delivered: DeliveredHook | None,
-    ) -> SignalProcessor | None:
-        if not self._exporters:
-            return None
-        from brixo_otel._signals._outbox import Outbox, OutboxLimits
-        from brixo_otel._signals._processor import SignalProcessor
-        from brixo_otel._signals._retry import RetryPolicy
-
-        path = self.settings.outbox_path
-        if path != MEMORY_OUTBOX:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        outbox = Outbox(path, outbox_limits or OutboxLimits())
-        self._outbox = outbox
-        return SignalProcessor(
-            outbox,
-            self._exporters,
-            policy=retry_policy or RetryPolicy(),
-            on_error=on_error,
-            on_delivered=on_delivered,
-            meter_provider=self._meter_provider,
-        )
 
     # -- feedback ---------------------------------------------------------------------------
 
@@ -203,11 +224,23 @@ class Client:
         score: int | None = None,
         reasons: Sequence[str] | None = None,
     ) -> Signal:
-        """Validate, record in the rated trace, commit for delivery: see `brixo_otel.feedback`."""
-        signal, rated = self._prepare(
+        """Record a user's rating of one assistant message (or of a whole conversation).
+
+        Returns once the signal is committed to the outbox (or, if the outbox cannot take it
+        within a few milliseconds, held in memory until it can); linking it to the rated span,
+        the `brixo.feedback` span and every delivery happen in the background. Raises
+        `InvalidSignal` for input that could never be delivered, and nothing else.
+
+        `value` is `thumbs_up` or `thumbs_down`, or `csat` / `nps` with `score=` (1 to 5 / 0 to
+        10). `reasons` are short tags (`incorrect`, `too_long`). A user who changes their mind
+        gives feedback again: destinations that keep one item per message update it. `link` is
+        a token from `link_token()`, passed back by the frontend: it names the rated span, in
+        any process, with no shared index (the message id may then be omitted).
+        """
+        signal = self._signal(
             value, message_id, conversation_id, user_message, occurred_at, link, score, reasons
         )
-        self._enqueue(signal, self._accept(signal, rated))
+        self._signals.enqueue(signal)
         return signal
 
     async def afeedback(
@@ -222,60 +255,30 @@ class Client:
         score: int | None = None,
         reasons: Sequence[str] | None = None,
     ) -> Signal:
-        """`feedback` for async apps: the outbox commit runs off the event loop."""
-        signal, rated = self._prepare(
+        """`feedback` for async apps: it never waits on the event loop. The commit is tried
+        once without waiting for a lock; if the outbox is busy, the signal is held in memory
+        and the delivery worker commits it moments later."""
+        signal = self._signal(
             value, message_id, conversation_id, user_message, occurred_at, link, score, reasons
         )
-        destinations = self._accept(signal, rated)
-        await asyncio.get_running_loop().run_in_executor(None, self._enqueue, signal, destinations)
+        self._signals.enqueue(signal, wait=0.0)
         return signal
 
     def retract_feedback(
         self, *, message_id: str | None = None, conversation_id: str | None = None
     ) -> Signal:
-        """Take back the user's rating of a message or conversation, where destinations can."""
+        """Take back the user's rating of a message or conversation.
+
+        Delivered to the destinations that can delete or withdraw a rating (the others skip it,
+        visibly in `outbox status`); recorded in the trace as a `brixo.feedback` span with the
+        value `retracted`.
+        """
         signal = retraction(message_id=message_id, conversation_id=conversation_id)
-        rated = self._lookup(signal.message_id)
-        signal = _with_known_conversation(signal, rated)
-        self._enqueue(signal, self._accept(signal, rated))
+        signal = _with_caller(signal)
+        self._signals.enqueue(signal)
         return signal
 
-    def _accept(self, signal: Signal, rated: IndexedSpan | None) -> list[str] | None:
-        """Refuse a signal no destination takes (before anything is recorded), then record it
-        in the rated trace; the destinations that take it."""
-        destinations = self._destinations_for(signal)
-        self._emit(signal, rated)
-        return destinations
-
-    def _lookup(self, message_id: str | None) -> IndexedSpan | None:
-        rated = None
-        if message_id is not None:
-            with guard("looking up the rated message"):
-                rated = self.span_index.get(message_id)
-        return rated
-
-    def _destinations_for(self, signal: Signal) -> list[str] | None:
-        """The configured destinations that take `signal`; refuse it if none does."""
-        if not self._exporters:
-            return None
-        chosen = [e.name for e in self._exporters if e.accepts(signal)]
-        if not chosen:
-            names = ", ".join(e.name for e in self._exporters)
-            what = f"{signal.value} on a {signal.target}"
-            raise InvalidSignal(
-                f"no configured destination ({names}) accepts {what}; see each exporter's "
-                "documentation for what it takes"
-            )
-        if len(chosen) < len(self._exporters) and logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                "brixo_otel: %s on a %s skipped by %s, which do not take it",
-                signal.value,
-                signal.target,
-                [e.name for e in self._exporters if e.name not in chosen],
-            )
-        return chosen
-
-    def _prepare(
+    def _signal(
         self,
         value: str,
         message_id: str | None,
@@ -285,15 +288,15 @@ class Client:
         link: str | None,
         score: int | None,
         reasons: Sequence[str] | None,
-    ) -> tuple[Signal, IndexedSpan | None]:
-        """The validated signal and the span it rates: from the link token, else the index.
-
-        Everything here that can raise raises `InvalidSignal` (or `ConfigurationError` for a
-        token with no secret configured) before anything is emitted or queued.
-        """
-        token = self._read_link(link, message_id) if link is not None else None
-        if token is not None and message_id is None:
-            message_id = token.message_id
+    ) -> Signal:
+        """The validated signal, with the rated span when a link token names it. Everything
+        that can raise raises `InvalidSignal`, before anything is committed."""
+        rated = None
+        if link is not None:
+            token = self._read_link(link, message_id)
+            message_id = message_id or token.message_id
+            context = token.span_context
+            rated = RatedSpan(context.trace_id, context.span_id, dict(token.attributes))
         signal = validate(
             value,
             message_id=message_id,
@@ -303,22 +306,31 @@ class Client:
             score=score,
             reasons=reasons,
         )
-        if token is not None:
-            rated: IndexedSpan | None = IndexedSpan(token.span_context, token.attributes)
-        else:
-            rated = self._lookup(signal.message_id)
-        return _with_known_conversation(signal, rated), rated
-
-    def _read_link(self, link: object, message_id: str | None) -> LinkTokenContents:
-        from brixo_otel._correlation._tokens import decode_link_token
-
-        if self.settings.link_secret is None:
-            raise ConfigurationError(
-                "feedback(link=...) needs the secret that signed the token: "
-                "configure(link_secret=...) or BRIXO_LINK_SECRET"
+        if rated is not None:
+            known = rated.attributes.get(attrs.SESSION_ID)
+            signal = _replace(
+                signal,
+                rated=rated,
+                link_status="linked",
+                conversation_id=signal.conversation_id
+                or (known if isinstance(known, str) and known else None),
             )
+        return _with_caller(signal)
+
+    def _read_link(self, link: object, message_id: str | None) -> Any:
         if not isinstance(link, str):
-            raise InvalidSignal(f"link must be the string link_token() returned, got {link!r}")
+            raise InvalidSignal(
+                f"link must be the string link_token() returned, got {type(link).__name__}",
+                field="link",
+                reason="wrong_type",
+            )
+        if not self.settings.link_secrets:
+            raise InvalidSignal(
+                "feedback(link=...) cannot be checked here: no link secret is configured "
+                "(configure(link_secret=...) or BRIXO_LINK_SECRET, the one that signed it)",
+                field="link",
+                reason="not_accepted",
+            )
         first: InvalidSignal | None = None
         for secret in self.settings.link_secrets:  # the signing secret, then retired ones
             try:
@@ -332,95 +344,72 @@ class Client:
         """A signed token that carries the message's span context to wherever feedback lands.
 
         Hand it to the frontend next to the message; `feedback(..., link=token)` then links the
-        signal to the trace in any process, with no shared index.
+        signal to the trace in any process, with no shared index. Inside a `@message` call it
+        names the current message; otherwise this process's index must hold `message_id`.
+        Raises `ConfigurationError` without a link secret, `UnknownMessage` when there is no
+        such message here.
         """
-        from brixo_otel._correlation._tokens import encode_link_token
-
-        if self.settings.link_secret is None:
+        secret = self.settings.link_secret
+        if secret is None:
             raise ConfigurationError(
                 "link tokens are signed: configure(link_secret=...) or set BRIXO_LINK_SECRET"
             )
         scope = current_message()
         if message_id is None or (scope is not None and scope.message_id == message_id):
             if scope is None or scope.message_id is None or scope.span is None:
-                raise ValueError(
+                raise UnknownMessage(
                     "link_token() without a message_id must be called inside a @message "
                     "function or message_span block whose message id is known"
                 )
             return encode_link_token(
-                self.settings.link_secret,
+                secret,
                 scope.message_id,
                 scope.span.get_span_context(),
                 self._span_processor.attributes_so_far(scope),
             )
-        rated = self.span_index.get(message_id)
+        lookup = getattr(self.span_index, "get_local", self.span_index.get)
+        rated = lookup(message_id)
         if rated is None:
-            raise ValueError(
-                f"no span is known for message id {message_id!r} here; call link_token() "
-                "inside the message, or where the span index holds it"
+            raise UnknownMessage(
+                f"no span is known here for message id {message_id!r}; call link_token() "
+                "inside the message, or in the process that produced it"
             )
-        return encode_link_token(
-            self.settings.link_secret, message_id, rated.span_context, rated.attributes
-        )
-
-    def _emit(self, signal: Signal, rated: IndexedSpan | None) -> None:
-        with guard("emitting the feedback span"):
-            emit_feedback_span(
-                self.tracer, signal, rated, capture_content=self.settings.capture_content
-            )
-            self.metrics.count_feedback(
-                signal.value, signal.target, rated.attributes if rated is not None else {}
-            )
-
-    def _enqueue(self, signal: Signal, destinations: list[str] | None = None) -> None:
-        if self._signals is None:
-            log_rate_limited(
-                logging.WARNING,
-                "feedback:no-destination",
-                "brixo_otel: no signal destination is configured (set BRIXO_API_KEY or pass "
-                "exporters=[...]); feedback is recorded in OpenTelemetry only",
-            )
-            return
-        with guard("queueing a signal"):
-            self._signals.enqueue(signal, destinations)
+        return encode_link_token(secret, message_id, rated.span_context, rated.attributes)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Export finished spans, then deliver queued signals; True if everything went out.
+        """Export finished spans, then deliver what is queued; True if everything went out.
 
         Spans go first: the Signals API answers 404 for a message whose trace it has not
-        ingested yet.
+        ingested yet. Returns early, False, when what is left cannot complete before the
+        deadline (it waits out a pause or a not-found window).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         done = True
         with guard("flushing"):
             if self._trace_export is not None:
-                millis = 30_000 if deadline is None else _remaining_ms(deadline)
-                done = self._trace_export.force_flush(millis) and done
-            if self._signals is not None:
-                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                done = self._signals.flush(remaining) and done
+                done = self._trace_export.flush(deadline) and done
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done = self._signals.flush(remaining) and done
         return done
 
     def shutdown(self, timeout: float = 5.0) -> None:
-        """Flush within `timeout`, then stop; what is not delivered stays in the outbox."""
+        """Flush within `timeout`, then stop; what is not delivered stays in the outbox.
+
+        The span export and the signal delivery share the one budget: a hung OTLP endpoint
+        cannot make this take longer than `timeout`.
+        """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
         deadline = time.monotonic() + timeout
+        self._span_processor.disable()
         with guard("shutting down"):
             if self._trace_export is not None:
-                self._trace_export.force_flush(_remaining_ms(deadline))
-                self._trace_export.shutdown()
-            if self._signals is not None:
-                # A worker still busy past the deadline (a hung destination) keeps the outbox;
-                # it is a daemon thread and holds nothing the next process needs.
-                stopped = self._signals.shutdown(max(0.0, deadline - time.monotonic()))
-                if stopped:
-                    self._outbox.close()
-        self._span_processor.disable()
+                self._trace_export.shutdown(deadline)
+            self._signals.shutdown(max(0.0, deadline - time.monotonic()))
         close = getattr(self.span_index, "close", None)
         if callable(close):
             with guard("closing the span index"):
@@ -438,45 +427,28 @@ class Client:
         )
 
 
-def _with_known_conversation(signal: Signal, rated: IndexedSpan | None) -> Signal:
-    """Destinations that file message feedback under its conversation need the conversation id;
-    when the app did not pass it, the rated span knows it."""
-    if rated is None or signal.conversation_id is not None:
+def _open_outbox(settings: Settings) -> Outbox:
+    """The outbox, or a `ConfigurationError` that names the path and how to fix it."""
+    path = settings.outbox_path
+    try:
+        if path != MEMORY_OUTBOX:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return Outbox(path, settings.outbox_limits)
+    except (OSError, sqlite3.Error, ValueError) as exc:
+        raise ConfigurationError(
+            f"outbox_path {path!r} cannot be opened as the outbox ({type(exc).__name__}: {exc}); "
+            "give a writable file path in an existing or creatable directory (or set "
+            "BRIXO_OUTBOX_PATH), or ':memory:' to opt out of durability"
+        ) from None
+
+
+def _with_caller(signal: Signal) -> Signal:
+    """Fix the span current at the call (the request that carried the click) on the signal."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
         return signal
-    known = rated.attributes.get(attrs.SESSION_ID)
-    if isinstance(known, str) and known:
-        return dataclasses.replace(signal, conversation_id=known)
-    return signal
+    return _replace(signal, caller=SpanRef(context.trace_id, context.span_id))
 
 
-def _remaining_ms(deadline: float) -> int:
-    return max(0, int((deadline - time.monotonic()) * 1000))
-
-
-# -- the default client --------------------------------------------------------------------
-
-_default: Client | None = None
-_default_lock = threading.Lock()
-
-
-def set_default(client: Client) -> Client | None:
-    """Make `client` the default; return the one it replaces (the caller shuts it down)."""
-    global _default
-    with _default_lock:
-        previous, _default = _default, client
-    _runtime.use_tracer(
-        client.tracer, client.root_span_attributes, content=client.settings.capture_content
-    )
-    return previous
-
-
-def current() -> Client | None:
-    return _default
-
-
-def clear_default(client: Client) -> None:
-    global _default
-    with _default_lock:
-        if _default is client:
-            _default = None
-            _runtime.use_tracer(None)
+def _replace(signal: Signal, **changes: Any) -> Signal:
+    return dataclasses.replace(signal, **changes)

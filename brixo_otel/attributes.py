@@ -51,3 +51,19 @@ USER_FEEDBACK_EVALUATION: Final = "user_feedback"
 GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
 GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"
 GEN_AI_SYSTEM: Final = "gen_ai.system"
+GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
+GEN_AI_RESPONSE_ID: Final = "gen_ai.response.id"
+#: OpenInference's names for the same dimensions (Phoenix, Arize and their instrumentations).
+LLM_MODEL_NAME: Final = "llm.model_name"
+LLM_PROVIDER: Final = "llm.provider"
+
+#: The rated message's dimensions on the feedback span live under this prefix
+#: (`brixo.rated.gen_ai.request.model`): a bare `gen_ai.request.model` would make Phoenix, MLflow
+#: and Langfuse count the feedback span as one more LLM call.
+RATED_PREFIX: Final = "brixo.rated."
+#: How Phoenix, MLflow and Langfuse classify a span; the feedback span is an `EVALUATOR`.
+OPENINFERENCE_SPAN_KIND: Final = "openinference.span.kind"
+EVALUATOR_KIND: Final = "EVALUATOR"
+#: Whether the feedback span found the span it rates: `linked`, or `unresolved` when the link
+#: window closed first (the ids are still on the span, so a backend can join on them).
+LINK_STATUS: Final = "brixo.link.status"

@@ -9,7 +9,7 @@ from pathlib import Path
 import brixo_otel
 from brixo_otel import RetryPolicy
 from brixo_otel._client import ErrorHook
-from brixo_otel._signals._outbox import Outbox
+from brixo_otel._delivery._outbox import Outbox
 from brixo_otel.exporters import SignalExporter
 from brixo_otel.testing import SpanCapture
 

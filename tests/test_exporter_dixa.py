@@ -19,7 +19,7 @@ import pytest
 import brixo_otel
 from brixo_otel._cli import main as cli
 from brixo_otel._errors import ConfigurationError
-from brixo_otel._signals._model import Signal, retraction, validate
+from brixo_otel._signal import Signal, retraction, validate
 from brixo_otel.exporters import DeliveryStatus
 from brixo_otel.exporters._dixa import DixaExporter, DixaProgress, conversation_number
 from tests._contract.dixa import DixaContractServer

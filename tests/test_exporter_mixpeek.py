@@ -15,8 +15,8 @@ import pytest
 import brixo_otel
 from brixo_otel._cli import main as cli
 from brixo_otel._errors import ConfigurationError
-from brixo_otel._signals._model import Signal, retraction, validate
-from brixo_otel._signals._outbox import Outbox
+from brixo_otel._signal import Signal, retraction, validate
+from brixo_otel._delivery._outbox import Outbox
 from brixo_otel.exporters import DeliveryStatus, InMemorySignalExporter
 from brixo_otel.exporters._dixa import DixaExporter
 from brixo_otel.exporters._mixpeek import MixpeekExporter, MixpeekReceipt

@@ -21,7 +21,7 @@ import pytest
 from opentelemetry import context as otel_context
 
 from brixo_otel._errors import ConfigurationError
-from brixo_otel._signals._model import THUMBS_DOWN, THUMBS_UP, Signal, validate
+from brixo_otel._signal import THUMBS_DOWN, THUMBS_UP, Signal, validate
 from brixo_otel._version import __version__
 from brixo_otel.exporters import (
     BrixoSignalExporter,

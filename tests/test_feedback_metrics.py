@@ -11,7 +11,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import brixo_otel
 from brixo_otel import attributes as attrs
-from brixo_otel._correlation import _metrics
+from brixo_otel._feedback import _metrics
 from brixo_otel.exporters import InMemorySignalExporter
 from brixo_otel.testing import SpanCapture
 

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import brixo_otel
-from brixo_otel._signals._model import (
+from brixo_otel._signal import (
     MAX_ID_LENGTH,
     MAX_USER_MESSAGE_LENGTH,
     Signal,

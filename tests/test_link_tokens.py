@@ -23,7 +23,7 @@ from brixo_otel._correlation._tokens import (
     encode_link_token,
 )
 from brixo_otel._errors import ConfigurationError
-from brixo_otel._signals._model import InvalidSignal
+from brixo_otel._errors import InvalidSignal
 
 SECRET = b"0123456789abcdef-test-secret-xyz"
 OTHER_SECRET = b"fedcba9876543210-other-secret-xy"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from brixo_otel._signals._model import Signal, validate
-from brixo_otel._signals._outbox import (
+from brixo_otel._signal import Signal, validate
+from brixo_otel._delivery._outbox import (
     CORRUPT_ROW,
     Outbox,
     OutboxClosed,

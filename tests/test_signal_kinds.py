@@ -9,7 +9,7 @@ import pytest
 import brixo_otel
 from brixo_otel import attributes as attrs
 from brixo_otel._cli import main as cli
-from brixo_otel._signals._model import Signal
+from brixo_otel._signal import Signal
 from brixo_otel.exporters import (
     BrixoSignalExporter,
     DeliveryResult,

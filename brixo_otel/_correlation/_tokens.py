@@ -47,9 +47,8 @@ from brixo_otel._correlation._codec import (
     dumps,
     span_context_from,
 )
-from brixo_otel._errors import ConfigurationError
+from brixo_otel._errors import ConfigurationError, InvalidSignal
 from brixo_otel._internal import log_rate_limited
-from brixo_otel._signals._model import InvalidSignal
 
 #: The layout version written by `encode_link_token`, the first byte of every token.
 TOKEN_VERSION: Final = 1
@@ -121,7 +120,7 @@ def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
         value |= (byte & 0x7F) << shift
         if not byte & 0x80:
             return value, offset
-    raise InvalidSignal("link token is malformed: bad message id length")
+    raise _refused("link token is malformed: bad message id length")
 
 
 def _b64(raw: bytes) -> str:
@@ -162,12 +161,12 @@ def encode_link_token(
     """
     _check_secret(secret)
     if not isinstance(message_id, str) or not message_id:
-        raise InvalidSignal("a link token needs a non-empty message id")
+        raise _refused("a link token needs a non-empty message id")
     if not span_context.is_valid:
-        raise InvalidSignal("a link token needs a valid span context")
+        raise _refused("a link token needs a valid span context")
     issued = int(time.time() if issued_at is None else issued_at)
     if not 0 <= issued < 1 << (8 * _ISSUED_AT_BYTES):
-        raise InvalidSignal("a link token's issue time must be a time after 1970")
+        raise _refused("a link token's issue time must be a time after 1970")
     encoded_id = message_id.encode("utf-8", "surrogatepass")
     kept = attributes_to_json(attributes)
     attributes_json = dumps(kept).encode("utf-8", "surrogatepass") if kept else b""
@@ -183,10 +182,15 @@ def encode_link_token(
         body = _body(issued, encoded_id, span_context, b"")
         token = _b64(body + _tag(bytes(secret), body))
     if len(token) > MAX_TOKEN_LENGTH:
-        raise InvalidSignal(
+        raise _refused(
             f"message id is too long for a link token ({len(encoded_id)} bytes in UTF-8)"
         )
     return token
+
+
+def _refused(message: str, reason: str = "malformed") -> InvalidSignal:
+    """A token refusal, attributed to the `link` field so an endpoint can answer per field."""
+    return InvalidSignal(message, field="link", reason=reason)
 
 
 def decode_link_token(
@@ -204,30 +208,31 @@ def decode_link_token(
     """
     _check_secret(secret)
     if not isinstance(token, str):
-        raise InvalidSignal(f"link token must be a string, got {type(token).__name__}")
+        raise _refused(f"link token must be a string, got {type(token).__name__}")
     if len(token) > MAX_TOKEN_LENGTH:
-        raise InvalidSignal(
+        raise _refused(
             f"link token is too long ({len(token)} characters; at most {MAX_TOKEN_LENGTH})"
         )
     if not _BASE64URL.fullmatch(token) or len(token) % 4 == 1:
-        raise InvalidSignal("link token is malformed: not unpadded base64url")
+        raise _refused("link token is malformed: not unpadded base64url")
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     except (binascii.Error, ValueError) as exc:
-        raise InvalidSignal("link token is malformed: not unpadded base64url") from exc
+        raise _refused("link token is malformed: not unpadded base64url") from exc
     # Unused low bits of the last character would let many strings decode alike.
     if _b64(raw) != token:
-        raise InvalidSignal("link token is malformed: not canonical base64url")
+        raise _refused("link token is malformed: not canonical base64url")
     if len(raw) < _HEADER_BYTES + 2 + _TAG_BYTES:
-        raise InvalidSignal("link token is malformed: too short")
+        raise _refused("link token is malformed: too short")
     if raw[0] != TOKEN_VERSION:
-        raise InvalidSignal(
+        raise _refused(
             f"link token version {raw[0]} is not supported (this library reads {TOKEN_VERSION})"
         )
     body, tag = raw[:-_TAG_BYTES], raw[-_TAG_BYTES:]
     if not hmac.compare_digest(tag, _tag(bytes(secret), body)):
-        raise InvalidSignal(
-            "link token signature does not match: it was altered, or signed with another secret"
+        raise _refused(
+            "link token signature does not match: it was altered, or signed with another secret",
+            "forged",
         )
     # From here on the bytes are ours, as signed; a failure to parse is a bug, still refused.
     offset = 1 + _ISSUED_AT_BYTES
@@ -237,7 +242,7 @@ def decode_link_token(
     flags = body[offset + 24]
     length, offset = _read_varint(body, _HEADER_BYTES)
     if length == 0 or offset + length > len(body):
-        raise InvalidSignal("link token is malformed: bad message id length")
+        raise _refused("link token is malformed: bad message id length")
     try:
         message_id = body[offset : offset + length].decode("utf-8", "surrogatepass")
         attributes_json = body[offset + length :].decode("utf-8", "surrogatepass")
@@ -245,16 +250,17 @@ def decode_link_token(
         span_context = span_context_from(trace_id, span_id, flags)
     except (UnicodeDecodeError, ValueError) as exc:  # CodecError and JSON errors are ValueErrors
         reason = exc if isinstance(exc, CodecError) else "unreadable contents"
-        raise InvalidSignal(f"link token is malformed: {reason}") from None
+        raise _refused(f"link token is malformed: {reason}") from None
 
     current = time.time() if now is None else now
     age = current - issued
     if age > max_age_seconds:
-        raise InvalidSignal(
-            f"link token expired: issued {age:.0f} s ago, accepted for {max_age_seconds:.0f} s"
+        raise _refused(
+            f"link token expired: issued {age:.0f} s ago, accepted for {max_age_seconds:.0f} s",
+            "expired",
         )
     if -age > CLOCK_SKEW_SECONDS:
-        raise InvalidSignal(f"link token is issued {-age:.0f} s in the future")
+        raise _refused(f"link token is issued {-age:.0f} s in the future")
     if expected_message_id is not None and message_id != expected_message_id:
-        raise InvalidSignal("link token was issued for another message than the one rated")
+        raise _refused("link token was issued for another message than the one rated", "mismatch")
     return LinkTokenContents(message_id, span_context, attributes, float(issued))

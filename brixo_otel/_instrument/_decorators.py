@@ -22,8 +22,8 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from brixo_otel import _runtime
 from brixo_otel import attributes as attrs
+from brixo_otel._instrument import _current as _runtime
 from brixo_otel._instrument._scope import (
     INTERACTION_KEY,
     MESSAGE_KEY,

@@ -1,6 +1,6 @@
 """Destinations for feedback signals; `configure(exporters=[...])` sends to all of them."""
 
-from brixo_otel.exporters._base import (
+from brixo_otel._exporter import (
     DeliveryResult,
     DeliveryStatus,
     ExporterState,

@@ -12,8 +12,8 @@ from typing import Final
 import httpx
 
 from brixo_otel._errors import ConfigurationError
-from brixo_otel._signals._model import Signal, format_timestamp
-from brixo_otel.exporters._base import DeliveryResult
+from brixo_otel._exporter import DeliveryResult
+from brixo_otel._signal import Signal, format_timestamp
 from brixo_otel.exporters._http import (
     USER_AGENT,
     HttpSignalExporter,

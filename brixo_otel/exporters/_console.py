@@ -6,8 +6,8 @@ import sys
 import threading
 from typing import TextIO
 
-from brixo_otel._signals._model import Signal
-from brixo_otel.exporters._base import DeliveryResult, DeliveryStatus, SignalExporter
+from brixo_otel._exporter import DeliveryResult, DeliveryStatus, SignalExporter
+from brixo_otel._signal import Signal
 
 
 class ConsoleSignalExporter(SignalExporter):

@@ -14,6 +14,7 @@ is sent; the submit is marked done before the note is sent.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable
@@ -23,8 +24,8 @@ from typing import Any, Final
 import httpx
 
 from brixo_otel._errors import ConfigurationError
-from brixo_otel._signals._model import CSAT, NPS, THUMBS_DOWN, THUMBS_UP, Signal, format_timestamp
-from brixo_otel.exporters._base import DeliveryResult, DeliveryStatus
+from brixo_otel._exporter import DeliveryResult, DeliveryStatus
+from brixo_otel._signal import CSAT, NPS, THUMBS_DOWN, THUMBS_UP, Signal, format_timestamp
 from brixo_otel.exporters._http import (
     JSON_MEDIA_TYPE,
     USER_AGENT,
@@ -429,7 +430,7 @@ def _optional_id(value: object, setting: str) -> str | None:
 
 def _step(step: str, result: DeliveryResult) -> DeliveryResult:
     """`result`, its reason saying which of the calls answered so."""
-    return DeliveryResult(result.status, f"{step}: {result.reason}", result.retry_after)
+    return dataclasses.replace(result, reason=f"{step}: {result.reason}")
 
 
 def _data_field(body: bytes, key: str) -> str | None:

@@ -9,7 +9,7 @@ them subtly different.
 from __future__ import annotations
 
 import abc
-import ipaddress
+import dataclasses
 import json
 import logging
 import math
@@ -20,16 +20,17 @@ from contextlib import contextmanager
 from datetime import timezone
 from email.utils import parsedate_to_datetime
 from typing import Final
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 from opentelemetry import context as otel_context
 
 from brixo_otel._errors import ConfigurationError
+from brixo_otel._exporter import DeliveryResult, DeliveryStatus, SignalExporter
 from brixo_otel._internal import log_rate_limited
-from brixo_otel._signals._model import Signal
+from brixo_otel._signal import Signal
+from brixo_otel._urls import check_endpoint_url
 from brixo_otel._version import __version__
-from brixo_otel.exporters._base import DeliveryResult, DeliveryStatus, SignalExporter
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,6 @@ MAX_BODY_BYTES: Final = 64 * 1024
 
 _DELTA_SECONDS: Final = re.compile(r"^\d+(\.\d+)?$")
 _WHITESPACE: Final = re.compile(r"\s+")
-_USERINFO: Final = re.compile(r"//[^/?#]*@")
 #: What an HTTP header value may hold without escaping: visible ASCII only.
 _HEADER_SAFE: Final = re.compile(r"^[\x21-\x7e]+$")
 #: What replaces a secret that a server or an error message echoed back.
@@ -85,85 +85,6 @@ def instrumentation_suppressed() -> Iterator[None]:
         yield
     finally:
         otel_context.detach(token)
-
-
-def _redacted(url: str) -> str:
-    """The URL as safe to print: credentials in it are replaced, never echoed.
-
-    Done on the text, so it works on URLs too broken to parse (those are what error messages
-    show).
-    """
-    return _USERINFO.sub("//***@", url)
-
-
-def is_loopback_host(host: str) -> bool:
-    """Whether `host` never leaves this machine, so plain http cannot be sniffed on a network."""
-    host = host.lower().rstrip(".")
-    if host == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback
-
-
-def check_endpoint_url(
-    url: str,
-    *,
-    allow_insecure_http: bool,
-    setting: str,
-    example: str = "https://api.brixo.com",
-    api_root: bool = False,
-) -> str:
-    """Refuse, at configuration time, an endpoint that would leak the key or can never work.
-
-    Plain http is refused to any host but loopback, because the API key travels in a header;
-    `allow_insecure_http=True` is the explicit opt-out (e.g. a TLS-terminating sidecar on a
-    private network). `setting` names the argument or environment variable in the error, so the
-    user knows what to fix, and `example` shows a right value for that destination.
-    `api_root=True` is for a base URL that request paths are appended to: it also refuses
-    credentials (httpx would turn them into Basic auth over the destination's own header), a
-    query and a fragment, and drops a trailing slash. Returns the URL without surrounding
-    whitespace.
-    """
-    if not isinstance(url, str):
-        raise ConfigurationError(f"{setting} must be a string URL, got {type(url).__name__}")
-    url = url.strip()
-    shown = _redacted(url)
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - parsing the port validates it
-    except ValueError as exc:
-        raise ConfigurationError(f"{setting} {shown!r} is not a valid URL: {exc}") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise ConfigurationError(
-            f"{setting} {shown!r} must start with https:// (or http:// for a local server); "
-            f"e.g. {example!r}"
-        )
-    if not parts.hostname:
-        raise ConfigurationError(f"{setting} {shown!r} has no host; e.g. {example!r}")
-    if scheme == "http" and not allow_insecure_http and not is_loopback_host(parts.hostname):
-        raise ConfigurationError(
-            f"{setting} {shown!r} uses plain http to a host that is not loopback, which would "
-            "send the API key unencrypted; use https://, or pass allow_insecure_http=True if "
-            "the network path is trusted"
-        )
-    if api_root:
-        if "@" in parts.netloc:
-            raise ConfigurationError(
-                f"{setting} must not contain credentials (user:password@); pass the key as api_key"
-            )
-        if parts.query or parts.fragment:
-            raise ConfigurationError(
-                f"{setting} {shown!r} must not have a query or fragment; give the API root, "
-                f"e.g. {example!r}"
-            )
-        return url.rstrip("/")
-    return url
 
 
 def path_segment(identifier: str) -> str:
@@ -209,7 +130,7 @@ def redact(result: DeliveryResult, secret: str) -> DeliveryResult:
     """`result` with `secret` cut out of its reason (see `scrub`)."""
     if not secret or secret not in result.reason:
         return result
-    return DeliveryResult(result.status, scrub(result.reason, secret), result.retry_after)
+    return dataclasses.replace(result, reason=scrub(result.reason, secret))
 
 
 def permanent(reason: str) -> DeliveryResult:
@@ -330,6 +251,13 @@ def classify_status(
     status: int, *, detail: str = "", retry_after: str | None = None, location: str | None = None
 ) -> DeliveryResult:
     """Map an HTTP answer to what the processor should do (RELIABILITY.md, section 5)."""
+    result = _classify_status(status, detail=detail, retry_after=retry_after, location=location)
+    return dataclasses.replace(result, http_status=status)
+
+
+def _classify_status(
+    status: int, *, detail: str, retry_after: str | None, location: str | None
+) -> DeliveryResult:
     reason = f"HTTP {status}: {detail}" if detail else f"HTTP {status}"
     if 200 <= status < 300:
         return DeliveryResult.delivered()

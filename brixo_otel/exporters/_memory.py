@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from brixo_otel._signals._model import Signal
-from brixo_otel.exporters._base import DeliveryResult, SignalExporter
+from brixo_otel._exporter import DeliveryResult, SignalExporter
+from brixo_otel._signal import Signal
 
 
 class InMemorySignalExporter(SignalExporter):

@@ -19,8 +19,8 @@ from typing import Any, Final
 
 import httpx
 
-from brixo_otel._signals._model import THUMBS_DOWN, THUMBS_UP, Signal
-from brixo_otel.exporters._base import DeliveryResult, DeliveryStatus
+from brixo_otel._exporter import DeliveryResult, DeliveryStatus
+from brixo_otel._signal import THUMBS_DOWN, THUMBS_UP, Signal
 from brixo_otel.exporters._http import (
     JSON_MEDIA_TYPE,
     USER_AGENT,

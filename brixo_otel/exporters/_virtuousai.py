@@ -35,9 +35,9 @@ from typing import Any, Final
 import httpx
 
 from brixo_otel._errors import ConfigurationError
+from brixo_otel._exporter import DeliveryResult, DeliveryStatus
 from brixo_otel._internal import raise_internal_errors
-from brixo_otel._signals._model import Signal, format_timestamp
-from brixo_otel.exporters._base import DeliveryResult, DeliveryStatus
+from brixo_otel._signal import Signal, format_timestamp
 from brixo_otel.exporters._http import (
     JSON_MEDIA_TYPE,
     USER_AGENT,

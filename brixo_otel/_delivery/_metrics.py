@@ -7,20 +7,11 @@ SDK installed they are no-ops and cost nothing. `reason` attributes are short cl
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping
 
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation, get_meter_provider
 
 from brixo_otel._version import __version__
-
-_HTTP_STATUS = re.compile(r"(?:^|\bhttp[ _/]?|\bstatus(?: code)?[ =:]?)\s*([1-5]\d\d)\b", re.I)
-
-
-def reason_class(fallback: str, reason: str) -> str:
-    """`http_<status>` when the reason names an HTTP status, else `fallback`."""
-    found = _HTTP_STATUS.search(reason)
-    return f"http_{found.group(1)}" if found else fallback
 
 
 class DeliveryMetrics:
@@ -52,10 +43,20 @@ class DeliveryMetrics:
             unit="{signal}",
             description="Signals given up on and kept in the outbox with the reason.",
         )
+        self._skipped = meter.create_counter(
+            "brixo.signals.skipped",
+            unit="{signal}",
+            description="Signals a destination does not take (e.g. a rating it has no field for).",
+        )
+        self._held = meter.create_counter(
+            "brixo.signals.held",
+            unit="{signal}",
+            description="Signals held in memory because the outbox could not take them in time.",
+        )
         self._refused = meter.create_counter(
             "brixo.signals.refused",
             unit="{signal}",
-            description="Signals refused at enqueue (outbox full or unwritable); never stored.",
+            description="Signals refused: outbox full, or memory buffer full while unwritable.",
         )
 
         # `depth` must not keep the processor alive: the meter provider outlives it.
@@ -83,6 +84,12 @@ class DeliveryMetrics:
 
     def dead_lettered(self, destination: str, reason: str) -> None:
         self._dead_lettered.add(1, {"destination": destination, "reason": reason})
+
+    def skipped(self, destination: str) -> None:
+        self._skipped.add(1, {"destination": destination})
+
+    def held(self) -> None:
+        self._held.add(1)
 
     def refused(self, destination: str, reason: str) -> None:
         self._refused.add(1, {"destination": destination, "reason": reason})

@@ -16,13 +16,12 @@ from typing import Any, ClassVar, Protocol
 
 from opentelemetry.util.types import AttributeValue
 
-from brixo_otel import _env
 from brixo_otel import attributes as attrs
-from brixo_otel._api import configure
-from brixo_otel._client import current
+from brixo_otel._api import configure, current
 from brixo_otel._instrument._decorators import interaction
 from brixo_otel._instrument._scope import current_interaction
 from brixo_otel._internal import log_rate_limited, logger
+from brixo_otel._settings import FIELDS
 
 _ACCOUNT_KEYS = ("id", "name", "logo_url", "website_url")
 _USER_KEYS = ("id", "name", "email")
@@ -170,5 +169,8 @@ class Brixo:
         scope.span.set_attributes(values)
 
 
+_CAPTURE_CONTENT_VARIABLE = FIELDS["capture_content"].metadata["env"]
+
+
 def _capture_content_from_environment() -> bool:
-    return _env.BRIXO_CAPTURE_CONTENT in os.environ
+    return _CAPTURE_CONTENT_VARIABLE in os.environ

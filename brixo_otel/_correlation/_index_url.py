@@ -1,7 +1,12 @@
 """From the `span_index=` setting to an index object.
 
 A string names a backend so that the choice can come from configuration files and environment
-variables; an object is taken as it is, so an app can bring its own store.
+variables; an object is taken as it is, so an app can bring its own store (its `put` then runs
+on the app's thread, at the start and end of every message span, and must not wait).
+
+"memory" is the plain in-process index. The shared stores come wrapped in a `TieredSpanIndex`:
+a memory tier answers this process at once, and a background writer takes their I/O off the
+app's thread.
 """
 
 from __future__ import annotations
@@ -10,7 +15,8 @@ import os
 import re
 from typing import Final
 
-from brixo_otel._correlation._index import InMemorySpanIndex, SpanIndex
+from brixo_otel._correlation._index import IndexStore, InMemorySpanIndex, SpanIndex
+from brixo_otel._correlation._tiered import TieredSpanIndex
 from brixo_otel._errors import ConfigurationError
 
 ACCEPTED_FORMS: Final = (
@@ -48,8 +54,9 @@ def sqlite_path(url: str) -> str:
 def span_index_from(choice: str | SpanIndex, *, ttl_seconds: float, max_entries: int) -> SpanIndex:
     """The index a `span_index=` setting names; `ConfigurationError` saying what is accepted.
 
-    `max_entries` bounds the memory and SQLite indexes; a Redis index is bounded by Redis's own
-    `maxmemory` policy instead, as keys expire there by themselves.
+    `max_entries` bounds the memory index, the memory tier of a shared one, and the SQLite file;
+    a Redis index is bounded by Redis's own `maxmemory` policy instead, as keys expire there by
+    themselves.
     """
     if not ttl_seconds > 0:
         raise ConfigurationError(f"span index ttl_seconds must be positive, got {ttl_seconds}")
@@ -62,13 +69,15 @@ def span_index_from(choice: str | SpanIndex, *, ttl_seconds: float, max_entries:
         if text.lower().startswith(_SQLITE_PREFIX):
             from brixo_otel._correlation._sqlite_index import SqliteSpanIndex
 
-            return SqliteSpanIndex(
+            store: IndexStore = SqliteSpanIndex(
                 sqlite_path(text), ttl_seconds=ttl_seconds, max_entries=max_entries
             )
+            return TieredSpanIndex(store, max_entries=max_entries, ttl_seconds=ttl_seconds)
         if text.lower().startswith(("redis://", "rediss://")):
             from brixo_otel._correlation._redis_index import RedisSpanIndex
 
-            return RedisSpanIndex(text, ttl_seconds=ttl_seconds)
+            store = RedisSpanIndex(text, ttl_seconds=ttl_seconds)
+            return TieredSpanIndex(store, max_entries=max_entries, ttl_seconds=ttl_seconds)
         raise ConfigurationError(
             f"span_index {_shown(text)} is not recognised; accepted: {ACCEPTED_FORMS}"
         )

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from typing import Protocol
 
-from brixo_otel._signals._model import Signal
+from brixo_otel._signal import Signal
 
 
 class DeliveryStatus(enum.Enum):
@@ -41,6 +41,8 @@ class DeliveryResult:
     reason: str = ""
     #: Seconds the destination asked us to wait (from `Retry-After`), not yet clamped.
     retry_after: float | None = None
+    #: The HTTP status of the answer, when there was one: metrics classify by it.
+    http_status: int | None = None
 
     @classmethod
     def delivered(cls) -> DeliveryResult:
@@ -109,12 +111,23 @@ class SignalExporter(abc.ABC):
         """Called by the signal processor with this destination's slice of the outbox."""
         self._state = state
 
+    #: Whether this destination addresses the rated *span* (Phoenix, Langfuse, MLflow, the
+    #: OpenTelemetry record): its rows wait for the link stage to resolve the span (or for the
+    #: link window to close); the others get the signal at once.
+    needs_rated_span: bool = False
+
+    #: Whether the first attempt should wait (bounded) until the rated span has left this
+    #: process by brixo-otel's own trace export: the Signals API answers 404 for a message whose
+    #: trace it has not ingested yet.
+    waits_for_trace_export: bool = False
+
     def accepts(self, signal: Signal) -> bool:
         """Whether this destination can take `signal` at all.
 
-        `feedback()` refuses a signal that no configured destination accepts; a destination
-        that does not accept one is skipped for it (never dead-lettered). The default takes
-        thumbs up/down on a message or a conversation.
+        A destination that does not accept a signal is skipped for it, visibly (a `skipped`
+        count in `outbox status`, a metric, a debug log), never dead-lettered; what `feedback()`
+        accepts never depends on it. The default takes thumbs up/down on a message or a
+        conversation.
         """
         return signal.is_thumbs
 

@@ -1,0 +1,1 @@
+"""Delivery: the durable outbox, the retry decision and the background worker."""

@@ -1,0 +1,397 @@
+"""The durable outbox queue: every signal is on disk before `feedback()` returns.
+
+One row per (signal, stage or destination). `feedback()` commits a single row for the *link*
+stage; the worker resolves the rated span and, in one transaction, replaces that row by one row
+per destination (the OpenTelemetry record among them), each carrying the resolved signal. A row
+moves pending → in flight (owner "host:pid" and a lease expiry) → delivered (row deleted,
+counted) or dead (kept with its reason, apart from the caps, pruned by age and count). Several
+processes may share the file: claims run under `BEGIN IMMEDIATE`, so two of them never take the
+same row, and every transaction is short.
+
+Row and byte totals of what is still to deliver live in a one-row table kept exact by triggers,
+so the caps are checked without scanning, and stay right when other processes write too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from brixo_otel._delivery._admin import AdminQueries
+from brixo_otel._delivery._database import COUNT_SQL, OutboxBusy, OutboxClosed, OutboxDatabase
+from brixo_otel._delivery._exporter_state import ExporterStateStore
+from brixo_otel._internal import log_rate_limited
+from brixo_otel._signal import Signal
+
+__all__ = ["CORRUPT_ROW", "Delivery", "Outbox", "OutboxBusy", "OutboxClosed", "OutboxFull"]
+
+#: Reason stored on rows whose payload no longer parses.
+CORRUPT_ROW: Final = "corrupt row"
+
+_INSERT: Final = (
+    "INSERT INTO deliveries"
+    " (signal_id, destination, payload, size, created_at, next_attempt_at)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+_TOTALS: Final = "SELECT rows, bytes FROM totals WHERE id = 0"
+_MINE: Final = "id = ? AND owner = ? AND state = 1"
+_UNLEASE: Final = "owner = NULL, lease_until = NULL"
+
+
+class OutboxFull(Exception):
+    """A cap was reached; the signal was not stored. The message names the cap."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One claimed (signal, destination) row, leased to this process."""
+
+    signal: Signal
+    destination: str
+    #: Attempts already made before this one.
+    attempts: int
+    #: When the row entered the outbox (epoch seconds): the clock for `max_age`.
+    created_at: float
+    row_id: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the worker decided for one delivery; applied with the others of a batch in one
+    transaction (`Outbox.record`)."""
+
+    delivery: Delivery
+    #: "delivered", "retry" (due again at `when`, attempt counted), "defer" (due again at
+    #: `when`, not counted), "release" (due now, not counted), "dead" (with `reason`).
+    action: str
+    when: float = 0.0
+    reason: str = ""
+
+
+class Outbox(AdminQueries, ExporterStateStore, OutboxDatabase):
+    """A SQLite-backed queue of deliveries, safe to share between threads and processes."""
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def add(
+        self, signal: Signal, destinations: Sequence[str], *, wait: float | None = None
+    ) -> None:
+        """Store `signal` once per destination, in one committed transaction.
+
+        `wait=None` is the worker's patient write; a number bounds the wait for the write lock
+        (the app's thread), after which `OutboxBusy` is raised and nothing is stored. Raises
+        `OutboxFull` (storing nothing) when the rows or bytes cap would be passed; the WAL
+        counts toward the bytes.
+        """
+        payload = signal.to_json()
+        size = len(payload.encode())
+        count = len(destinations)
+        now = time.time()
+        limits = self.limits
+        transaction = self._transaction() if wait is None else self._app_transaction(wait)
+        with transaction as conn:
+            rows, stored = conn.execute(_TOTALS).fetchone()
+            if rows + count > limits.max_rows:
+                raise OutboxFull(
+                    f"outbox full: {rows} rows stored, max_rows={limits.max_rows}; "
+                    f"signal {signal.id} was refused"
+                )
+            if stored + self.wal_bytes + size * count > limits.max_bytes:
+                raise OutboxFull(
+                    f"outbox full: {stored} bytes stored and {self.wal_bytes} in the WAL, "
+                    f"max_bytes={limits.max_bytes}; signal {signal.id} was refused"
+                )
+            if count == 1:
+                conn.execute(_INSERT, (signal.id, destinations[0], payload, size, now, now))
+            else:
+                conn.executemany(
+                    _INSERT, [(signal.id, dest, payload, size, now, now) for dest in destinations]
+                )
+
+    def fan_out(
+        self,
+        stage: Delivery,
+        signal: Signal,
+        destinations: Sequence[str],
+        skipped: Sequence[str],
+        *,
+        keep_stage_until: float | None = None,
+    ) -> bool:
+        """Replace the link stage's row by one row per destination, with the resolved `signal`,
+        and count the destinations that do not take it; in one transaction. With
+        `keep_stage_until`, the stage row stays (attempt counted), due again then: it still
+        waits for the rated span on behalf of the destinations that need it. False if the
+        lease was lost (another process does it)."""
+        payload = signal.to_json()
+        size = len(payload.encode())
+        now = time.time()
+        with self._transaction() as conn:
+            if keep_stage_until is None:
+                changed = conn.execute(
+                    f"DELETE FROM deliveries WHERE {_MINE}", (stage.row_id, self.owner)
+                ).rowcount
+            else:
+                changed = conn.execute(
+                    f"UPDATE deliveries SET state = 0, attempts = attempts + 1,"
+                    f" next_attempt_at = ?, reason = ?, {_UNLEASE} WHERE {_MINE}",
+                    (keep_stage_until, "waiting for the rated span", stage.row_id, self.owner),
+                ).rowcount
+            if not changed:
+                return False
+            conn.executemany(
+                _INSERT,
+                [(signal.id, dest, payload, size, stage.created_at, now) for dest in destinations],
+            )
+            for destination in skipped:
+                conn.execute(COUNT_SQL, (destination, "skipped", 1))
+        return True
+
+    def claim(
+        self,
+        destinations: Collection[str],
+        limit: int,
+        now: float | None = None,
+        *,
+        on_corrupt: Callable[[str], None] | None = None,
+    ) -> list[Delivery]:
+        """Lease up to `limit` rows that are due, or whose lease expired, to this process.
+
+        Rows whose payload does not parse are dead-lettered as "corrupt row" instead of returned;
+        `on_corrupt(destination)` is called for each, so the caller can count them.
+        """
+        if not destinations or limit <= 0:
+            return []
+        now = time.time() if now is None else now
+        dests = tuple(destinations)
+        marks = ",".join("?" * len(dests))
+        # Expired leases first (their owner died or hung), then each destination's oldest due
+        # rows, in the order given: the caller rotates it so no destination starves another.
+        per_destination = " UNION ALL ".join(
+            "SELECT id FROM (SELECT id FROM deliveries WHERE state = 0 AND destination = ?"
+            " AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?)"
+            for _ in dests
+        )
+        sql = (
+            "UPDATE deliveries SET state = 1, owner = ?, lease_until = ? WHERE id IN ("
+            " SELECT id FROM (SELECT id FROM deliveries WHERE state = 1"
+            f"  AND destination IN ({marks}) AND lease_until <= ? LIMIT ?)"
+            f" UNION ALL {per_destination} LIMIT ?)"
+            " RETURNING id, signal_id, destination, payload, attempts, created_at"
+        )
+        params: list[object] = [self.owner, now + self.limits.lease_seconds, *dests, now, limit]
+        for dest in dests:
+            params += (dest, now, limit)
+        params.append(limit)
+        # BEGIN IMMEDIATE: the write lock is taken before the rows are chosen, so no other
+        # process can choose the same ones.
+        with self._transaction() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        claimed: list[Delivery] = []
+        corrupt: list[tuple[int, str, str]] = []
+        for row_id, signal_id, destination, payload, attempts, created_at in sorted(rows):
+            try:
+                signal = Signal.from_json(payload)
+            except Exception as exc:  # any shape of damage: bad JSON, missing key, bad date
+                corrupt.append((row_id, signal_id, destination))
+                log_rate_limited(
+                    logging.WARNING,
+                    "outbox:corrupt",
+                    "brixo_otel: outbox row %s (signal %s, destination %s) is corrupt (%s); "
+                    "dead-lettered",
+                    row_id,
+                    signal_id,
+                    destination,
+                    type(exc).__name__,
+                )
+                continue
+            claimed.append(Delivery(signal, destination, attempts, created_at, row_id))
+        if corrupt:
+            with self._transaction() as conn:
+                for row_id, _, destination in corrupt:
+                    conn.execute(
+                        "UPDATE deliveries SET state = 2, reason = ?, owner = NULL,"
+                        f" lease_until = NULL WHERE {_MINE}",
+                        (CORRUPT_ROW, row_id, self.owner),
+                    )
+                    conn.execute(COUNT_SQL, (destination, "corrupt", 1))
+            if on_corrupt is not None:
+                for _, _, destination in corrupt:
+                    on_corrupt(destination)
+        return claimed
+
+    def record(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        """Apply a batch of outcomes in one transaction: a busy worker commits once per batch
+        instead of once per signal, which leaves the outbox free for the app's threads. For
+        each, False if the lease was lost to another process (which then owns the row)."""
+        applied: list[bool] = []
+        owner = self.owner
+        with self._transaction() as conn:
+            for outcome in outcomes:
+                delivery = outcome.delivery
+                key = (delivery.row_id, owner)
+                if outcome.action == "delivered":
+                    changed = conn.execute(f"DELETE FROM deliveries WHERE {_MINE}", key).rowcount
+                    if changed:
+                        conn.execute(COUNT_SQL, (delivery.destination, "delivered", 1))
+                elif outcome.action == "retry":
+                    changed = conn.execute(
+                        "UPDATE deliveries SET state = 0, attempts = attempts + 1,"
+                        f" next_attempt_at = ?, reason = ?, {_UNLEASE} WHERE {_MINE}",
+                        (outcome.when, outcome.reason, *key),
+                    ).rowcount
+                elif outcome.action == "defer":
+                    changed = conn.execute(
+                        f"UPDATE deliveries SET state = 0, next_attempt_at = ?, {_UNLEASE}"
+                        f" WHERE {_MINE}",
+                        (outcome.when, *key),
+                    ).rowcount
+                elif outcome.action == "release":
+                    changed = conn.execute(
+                        f"UPDATE deliveries SET state = 0, {_UNLEASE} WHERE {_MINE}", key
+                    ).rowcount
+                elif outcome.action == "dead":
+                    changed = conn.execute(
+                        "UPDATE deliveries SET state = 2, attempts = attempts + 1,"
+                        f" created_at = ?, reason = ?, {_UNLEASE} WHERE {_MINE}",
+                        (time.time(), outcome.reason, *key),
+                    ).rowcount
+                else:
+                    raise ValueError(f"unknown outcome {outcome.action!r}")
+                applied.append(bool(changed))
+        return applied
+
+    def mark_delivered(self, delivery: Delivery) -> bool:
+        return self.record([Outcome(delivery, "delivered")])[0]
+
+    def reschedule(self, delivery: Delivery, next_attempt_at: float, reason: str) -> bool:
+        """Count the failed attempt and make the row due again at `next_attempt_at`."""
+        return self.record([Outcome(delivery, "retry", next_attempt_at, reason)])[0]
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> bool:
+        """Count the final attempt and keep the row, with `reason`, out of delivery."""
+        return self.record([Outcome(delivery, "dead", reason=reason)])[0]
+
+    def release(self, delivery: Delivery) -> bool:
+        """Give the row back, due at once, without counting an attempt (pause, shutdown)."""
+        return self.record([Outcome(delivery, "release")])[0]
+
+    def renew(self, deliveries: Collection[Delivery]) -> None:
+        """Extend the leases of rows still being exported, so a slow export (longer than the
+        lease) is not taken over and sent twice by another process."""
+        if not deliveries:
+            return
+        until = time.time() + self.limits.lease_seconds
+        with self._transaction() as conn:
+            conn.executemany(
+                f"UPDATE deliveries SET lease_until = ? WHERE {_MINE}",
+                [(until, d.row_id, self.owner) for d in deliveries],
+            )
+
+    def reclaim_dead_owners(self) -> int:
+        """Return to pending, at once, rows leased by processes of this host that no longer exist.
+
+        Their leases would expire anyway; this spares a restarted app the wait. A reused pid can
+        hide a dead owner until its lease expires, never the other way round.
+        """
+        prefix = f"{self._host}:"
+        with self._reading() as conn:
+            owners = [
+                owner
+                for (owner,) in conn.execute(
+                    "SELECT DISTINCT owner FROM deliveries WHERE state = 1 AND owner IS NOT NULL"
+                )
+            ]
+        dead = [
+            owner
+            for owner in owners
+            if owner.startswith(prefix) and not _pid_alive(owner[len(prefix) :])
+        ]
+        if not dead:
+            return 0
+        reclaimed = 0
+        with self._transaction() as conn:
+            for owner in dead:
+                reclaimed += conn.execute(
+                    "UPDATE deliveries SET state = 0, owner = NULL, lease_until = NULL"
+                    " WHERE state = 1 AND owner = ?",
+                    (owner,),
+                ).rowcount
+        return reclaimed
+
+    def prune_dead(self) -> int:
+        """Forget dead letters past their retention, and the oldest past their cap."""
+        limits = self.limits
+        with self._transaction() as conn:
+            removed = conn.execute(
+                "DELETE FROM deliveries WHERE state = 2 AND created_at < ?",
+                (time.time() - limits.dead_letter_retention,),
+            ).rowcount
+            (dead,) = conn.execute("SELECT COUNT(*) FROM deliveries WHERE state = 2").fetchone()
+            if dead > limits.max_dead_letters:
+                removed += conn.execute(
+                    "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries"
+                    " WHERE state = 2 ORDER BY created_at LIMIT ?)",
+                    (dead - limits.max_dead_letters,),
+                ).rowcount
+        return removed
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def pending_count(self, destinations: Collection[str] | None = None) -> int:
+        """Rows still to deliver: pending and in flight."""
+        sql = "SELECT COUNT(*) FROM deliveries WHERE state IN (0, 1)"
+        params: tuple[str, ...] = ()
+        if destinations is not None:
+            if not destinations:
+                return 0
+            params = tuple(destinations)
+            sql += f" AND destination IN ({','.join('?' * len(params))})"
+        with self._reading() as conn:
+            count: int = conn.execute(sql, params).fetchone()[0]
+        return count
+
+    def in_flight_count(self, destinations: Collection[str]) -> int:
+        """Rows leased right now, by any process."""
+        if not destinations:
+            return 0
+        params = tuple(destinations)
+        with self._reading() as conn:
+            count: int = conn.execute(
+                "SELECT COUNT(*) FROM deliveries WHERE state = 1"
+                f" AND destination IN ({','.join('?' * len(params))})",
+                params,
+            ).fetchone()[0]
+        return count
+
+    def next_due(self, destinations: Collection[str]) -> float | None:
+        """Earliest `next_attempt_at` of a pending row, so the worker sleeps exactly that long."""
+        if not destinations:
+            return None
+        params = tuple(destinations)
+        with self._reading() as conn:
+            due: float | None = conn.execute(
+                "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 0"
+                f" AND destination IN ({','.join('?' * len(params))})",
+                params,
+            ).fetchone()[0]
+        return due
+
+
+def _pid_alive(text: str) -> bool:
+    try:
+        pid = int(text)
+    except ValueError:
+        return True  # not ours to judge
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True

@@ -1,0 +1,1 @@
+"""The OpenTelemetry record of a signal: the `brixo.feedback` span, its log event, the counters."""

@@ -1,1 +1,0 @@
-"""Feedback signals: the validated model, the durable outbox and the background delivery."""

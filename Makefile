@@ -23,6 +23,7 @@ services:
 test: $(STAMP) services
 	$(BIN)/ruff check brixo_otel tests benchmarks examples
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)

@@ -15,10 +15,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
-# Servers the tests run for real (Redis, Prometheus), installed from Debian's packages if missing.
+# Servers the tests run for real: Redis and Prometheus from Debian's packages if missing; Phoenix
+# and MLflow from PyPI into their own cached virtual environments (not .venv).
 services:
 	bash scripts/redis-server.sh >/dev/null
 	bash scripts/prometheus.sh >/dev/null
+	bash scripts/phoenix.sh >/dev/null
+	bash scripts/mlflow.sh >/dev/null
 
 test: $(STAMP) services
 	$(BIN)/ruff check brixo_otel tests benchmarks examples

@@ -54,6 +54,11 @@ class MLflowServer(ServiceProcess):
         return f"http://{LOOPBACK}:{self.port}"
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
+        self.launch()
+        self.wait_until_ready(timeout)
+
+    def launch(self) -> None:
+        """Spawn MLflow without waiting, so another server can boot alongside it."""
         self.directory.mkdir(parents=True, exist_ok=True)
         command = [
             # `setsid` execs MLflow as the leader of a new process group, so stop() can end the
@@ -73,6 +78,9 @@ class MLflowServer(ServiceProcess):
         self._spawn(command, cwd=self.directory)
         assert self._process is not None
         self._group = self._process.pid
+
+    def wait_until_ready(self, timeout: float = START_TIMEOUT) -> None:
+        """Return once `/health` says OK; raise with the log if MLflow exits or is slow."""
 
         def ready() -> bool:
             try:

@@ -83,6 +83,11 @@ class PhoenixServer(ServiceProcess):
         return f"http://{LOOPBACK}:{self.port}"
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
+        self.launch()
+        self.wait_until_ready(timeout)
+
+    def launch(self) -> None:
+        """Spawn Phoenix without waiting, so another server can boot alongside it."""
         self.directory.mkdir(parents=True, exist_ok=True)
         environment = {
             "PHOENIX_HOST": LOOPBACK,
@@ -96,6 +101,9 @@ class PhoenixServer(ServiceProcess):
         # ServiceProcess inherits this process's environment; `env` adds Phoenix's own and execs.
         settings = [f"{name}={value}" for name, value in environment.items()]
         self._spawn(["env", *settings, self.binary, "serve"], cwd=self.directory)
+
+    def wait_until_ready(self, timeout: float = START_TIMEOUT) -> None:
+        """Return once `/readyz` answers 200; raise with the log if Phoenix exits or is slow."""
 
         def ready() -> bool:
             try:
@@ -125,8 +133,10 @@ class PhoenixServer(ServiceProcess):
 
     def _data(self, path: str, params: Mapping[str, str]) -> list[dict[str, Any]]:
         response = self.http.get(path, params=params)
-        if response.status_code == 404 and "Project" in response.text:
-            return []  # a project exists from its first span on
+        if response.status_code == 404:
+            # "Project ... not found" before the project's first span, "None of the supplied
+            # span_ids exist" before the span's: either way, nothing is annotated yet.
+            return []
         if response.status_code != 200:
             raise AssertionError(
                 f"GET {path} {dict(params)}: {response.status_code} {response.text}"
@@ -136,7 +146,11 @@ class PhoenixServer(ServiceProcess):
 
     def spans(self, span_id: str, project: str = PROJECT) -> list[dict[str, Any]]:
         """The spans with this OTel span id in `project` (empty until Phoenix ingested it)."""
-        response = self.http.get(f"/v1/projects/{project}/spans", params={"span_id": span_id})
+        return self.find_spans({"span_id": span_id}, project)
+
+    def find_spans(self, query: Mapping[str, str], project: str = PROJECT) -> list[dict[str, Any]]:
+        """The spans matching `query` (`trace_id`, `name`, ...; Phoenix's span filters)."""
+        response = self.http.get(f"/v1/projects/{project}/spans", params=query)
         if response.status_code == 404:  # the project does not exist before its first span
             return []
         if response.status_code != 200:

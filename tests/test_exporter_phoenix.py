@@ -404,9 +404,14 @@ def test_one_click_reaches_brixo_phoenix_mlflow_and_langfuse_even_with_one_down_
         @brixo_otel.message(message_id=message, conversation_id=conversation, name="answer")
         def answer() -> tuple[str, RatedSpan]:
             context = trace.get_current_span().get_span_context()
+            llm = provider.get_tracer("llm").start_span(
+                f"chat {MODEL}", attributes={"gen_ai.request.model": MODEL}
+            )
+            llm.end()
             return brixo_otel.link_token(), RatedSpan(context.trace_id, context.span_id, {})
 
         token, rated = answer()
+        provider.force_flush()  # Brixo's batched trace export, which its first delivery awaits
         brixo_otel.feedback("thumbs_up", link=token, user_message="exactly right")
 
         wait_for(lambda: brixo_server.signals() or None, 15.0, "Brixo to receive the signal")
@@ -425,6 +430,22 @@ def test_one_click_reaches_brixo_phoenix_mlflow_and_langfuse_even_with_one_down_
         assert assessment["feedback"] == {"value": True}
         assert langfuse.scores() == []  # still down
 
+        # The library's own feedback span, in the rated trace: an evaluator, not an LLM call.
+        [feedback] = wait_for(
+            lambda: (
+                phoenix.find_spans({"trace_id": rated.trace_id_hex, "name": "brixo.feedback"})
+                or None
+            ),
+            20.0,
+            "Phoenix to ingest the feedback span",
+        )
+        assert feedback["span_kind"] == "EVALUATOR"
+        assert feedback["parent_id"] == rated.span_id_hex
+        assert feedback["attributes"]["brixo.rated.gen_ai.request.model"] == MODEL
+        assert "gen_ai.request.model" not in feedback["attributes"]
+        assert mlflow_span_type(mlflow, rated, "brixo.feedback") == "EVALUATOR"
+        assert mlflow_span_type(mlflow, rated, f"chat {MODEL}") == "LLM"
+
         langfuse.clear_faults()
         [score] = wait_for(lambda: langfuse.scores() or None, 20.0, "the Langfuse score")
         assert (score["traceId"], score["observationId"]) == (
@@ -436,3 +457,82 @@ def test_one_click_reaches_brixo_phoenix_mlflow_and_langfuse_even_with_one_down_
         brixo_otel.shutdown(timeout=5.0)
         provider.shutdown()
         langfuse.close()
+
+
+def mlflow_span_type(mlflow: MLflowServer, rated: RatedSpan, name: str) -> str | None:
+    """`mlflow.spanType` of the span called `name` in the rated trace, once MLflow has it."""
+
+    def find() -> str | None:
+        stored = mlflow.trace(rated.trace_id_hex) or {}
+        for span in stored.get("spans", []):
+            if span["name"] == name:
+                for attribute in span.get("attributes", []):
+                    if attribute["key"] == "mlflow.spanType":
+                        return str(next(iter(attribute["value"].values())))
+        return None
+
+    return wait_for(find, 20.0, f"MLflow to store span {name!r}")
+
+
+def test_a_decorated_message_rated_by_its_id_alone_is_annotated_changed_and_retracted(
+    phoenix: PhoenixServer, tmp_path: Path
+) -> None:
+    """The plain app flow: no link token; the pipeline finds the rated span in its index."""
+    provider = phoenix.tracer_provider()
+    delivered: list[str] = []
+    brixo_otel.configure(
+        tracer_provider=provider,
+        traces_endpoint="none",
+        retry_policy=FAST,
+        outbox_path=tmp_path / "outbox.db",
+        exporters=[PhoenixExporter(phoenix.url, project=PROJECT)],
+        on_delivered=lambda signal, destination: (
+            delivered.append(signal.value) if destination == "phoenix" else None
+        ),
+    )
+    message = new_id("msg")
+    try:
+
+        @brixo_otel.message(message_id=message, name="answer")
+        def answer() -> int:
+            return trace.get_current_span().get_span_context().span_id
+
+        span_id = f"{answer():016x}"
+        brixo_otel.feedback("thumbs_up", message_id=message)
+        wait_for(lambda: delivered == ["thumbs_up"] or None, 20.0, "the thumbs up")
+        [annotation] = phoenix.span_annotations(span_id)
+        assert annotation["result"]["label"] == "thumbs_up"
+
+        brixo_otel.feedback("thumbs_down", message_id=message, user_message="wrong")
+        wait_for(lambda: len(delivered) == 2 or None, 20.0, "the thumbs down")
+        [changed] = phoenix.span_annotations(span_id)
+        assert changed["id"] == annotation["id"]
+        assert changed["result"]["label"] == "thumbs_down"
+
+        brixo_otel.retract_feedback(message_id=message)
+        wait_for(lambda: len(delivered) == 3 or None, 20.0, "the retraction")
+        assert phoenix.span_annotations(span_id) == []
+    finally:
+        brixo_otel.shutdown(timeout=5.0)
+        provider.shutdown()
+
+
+def test_a_rating_of_a_message_never_seen_is_dead_lettered_when_the_link_window_closes(
+    phoenix: PhoenixServer, tmp_path: Path
+) -> None:
+    reasons: list[str] = []
+    brixo_otel.configure(
+        tracer_provider=TracerProvider(),
+        traces_endpoint="none",
+        retry_policy=FAST,
+        link_window=0.5,
+        outbox_path=tmp_path / "outbox.db",
+        exporters=[PhoenixExporter(phoenix.url, project=PROJECT)],
+        on_error=lambda signal, destination, reason: reasons.append(reason),
+    )
+    try:
+        brixo_otel.feedback("thumbs_up", message_id=new_id("never-seen"))
+        wait_for(lambda: reasons or None, 20.0, "the dead letter")
+    finally:
+        brixo_otel.shutdown(timeout=5.0)
+    assert reasons == [UNRESOLVED]

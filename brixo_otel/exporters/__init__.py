@@ -9,8 +9,11 @@ from brixo_otel._exporter import (
 from brixo_otel.exporters._brixo import BrixoSignalExporter
 from brixo_otel.exporters._console import ConsoleSignalExporter
 from brixo_otel.exporters._dixa import DixaExporter
+from brixo_otel.exporters._langfuse import LangfuseExporter
 from brixo_otel.exporters._memory import InMemorySignalExporter
 from brixo_otel.exporters._mixpeek import MixpeekExporter
+from brixo_otel.exporters._mlflow import MLflowExporter
+from brixo_otel.exporters._phoenix import PhoenixExporter
 from brixo_otel.exporters._virtuousai import VirtuousAIError, VirtuousAIExporter
 
 __all__ = [
@@ -21,7 +24,10 @@ __all__ = [
     "DixaExporter",
     "ExporterState",
     "InMemorySignalExporter",
+    "LangfuseExporter",
+    "MLflowExporter",
     "MixpeekExporter",
+    "PhoenixExporter",
     "SignalExporter",
     "VirtuousAIError",
     "VirtuousAIExporter",

@@ -22,7 +22,6 @@ from __future__ import annotations
 import abc
 import json
 import logging
-import os
 import threading
 import zlib
 from collections.abc import Callable, Iterator
@@ -34,6 +33,7 @@ import httpx
 
 from brixo_otel._errors import ConfigurationError
 from brixo_otel._exporter import DeliveryResult, DeliveryStatus
+from brixo_otel._forksafe import after_fork_in_child
 from brixo_otel._internal import raise_internal_errors
 from brixo_otel._signal import CSAT, NPS, THUMBS, THUMBS_UP, Signal, format_timestamp
 from brixo_otel._urls import check_endpoint_url
@@ -144,23 +144,21 @@ class KeyLocks:
     """A fixed set of locks, one picked per rated message: two ratings of one message never
     race through "read the mark, send, write the mark", while unrelated messages rarely wait.
 
-    Striped rather than one lock per key, so nothing grows with the number of messages; rebuilt
-    after a fork, because a lock held by a parent's thread would stay held in the child.
+    Striped rather than one lock per key, so nothing grows with the number of messages; made
+    afresh in a forked child, because a lock held by a parent's thread would stay held there.
     """
 
     STRIPES: Final = 64
 
     def __init__(self) -> None:
         self._reset()
+        after_fork_in_child(self, KeyLocks._reset)
 
     def _reset(self) -> None:
-        self._pid = os.getpid()
         self._locks = [threading.Lock() for _ in range(self.STRIPES)]
 
     @contextmanager
     def hold(self, key: str) -> Iterator[None]:
-        if self._pid != os.getpid():
-            self._reset()
         with self._locks[zlib.crc32(key.encode("utf-8", "surrogatepass")) % self.STRIPES]:
             yield
 
@@ -172,6 +170,10 @@ class SpanAddressedExporter(HttpSignalExporter):
     for every HTTP exporter. `_route` does the destination's work under a per-message lock, with
     `_mark`/`_save_mark` reading and writing the durable mark.
     """
+
+    #: The worker hands these exporters a message rating only once its rated span is resolved
+    #: (or the link window has closed, and `rated` is None).
+    needs_rated_span = True
 
     def __init__(
         self,

@@ -36,6 +36,8 @@ SECRET = "asgi-test-secret-0123456789abcdef"
 ORIGIN = "https://app.example"
 LIMIT = 8192
 
+pytestmark = pytest.mark.timeout(30)
+
 
 class Uvicorn:
     """A real uvicorn serving `app` from a thread of the test process."""

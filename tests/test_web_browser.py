@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from playwright.sync_api import Page, Route, expect
 
 from brixo_otel import attributes as attrs
@@ -27,6 +28,8 @@ ANSWER = "Paris is the capital of France, and it has been for a very long time."
 MESSAGE_SPAN = "chat.answer"
 #: How long a step in the browser may take (ms): generous for a loaded CI machine, yet bounded.
 STEP_MS = 15_000
+
+pytestmark = pytest.mark.timeout(90)
 
 
 def ask(page: Page, question: str, *, stream: bool) -> Any:
@@ -124,6 +127,8 @@ def test_thumbs_from_a_real_browser_reach_brixo_linked_to_their_traces(tmp_path:
                 "the widget to hold the refused rating for a retry",
                 interval=0.05,
             )
+            expect(third.locator(".brixo-status")).to_have_text("Not sent yet, will retry")
+            page.screenshot(path=str(tmp_path / "held-for-beacon.png"), full_page=True)
             page.unroute("**/brixo/")
             page.goto("about:blank")  # pagehide: the held rating leaves as a beacon
 

@@ -23,6 +23,8 @@ from brixo_otel.web._endpoint import field_of
 from brixo_otel.web._ratelimit import RateLimiter
 from tests.conftest import Local
 
+pytestmark = pytest.mark.timeout(10)
+
 
 def test_public_names_are_sorted_and_importable() -> None:
     names = brixo_otel.web.__all__

@@ -29,6 +29,8 @@ SECRET = "wsgi-test-secret-0123456789abcdef"
 ORIGIN = "https://app.example"
 LIMIT = 8192
 
+pytestmark = pytest.mark.timeout(30)
+
 
 def flask_app() -> Flask:
     app = Flask(__name__)

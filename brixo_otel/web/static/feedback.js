@@ -50,7 +50,7 @@
 
   // ---------------------------------------------------------------- sending, with retries
 
-  var pending = new Map(); // key -> {payload, attempt, timer, inFlight, resolve}
+  var pending = new Map(); // key -> {payload, attempt, timer, inFlight, resolve, onRetry}
   var nextKey = 1;
 
   function post(payload) {
@@ -73,10 +73,13 @@
     return isNaN(seconds) ? 0 : seconds * 1000;
   }
 
-  function send(payload) {
+  // Resolves with {ok, status, id | problem}; onRetry(delayMs), if given, hears of each retry.
+  function send(payload, onRetry) {
     return new Promise(function (resolve) {
       var key = nextKey++;
-      pending.set(key, { payload: payload, attempt: 0, timer: null, inFlight: false, resolve: resolve });
+      pending.set(key, {
+        payload: payload, attempt: 0, timer: null, inFlight: false, resolve: resolve, onRetry: onRetry,
+      });
       attempt(key);
     });
   }
@@ -128,6 +131,9 @@
     var ceiling = Math.min(config.maxDelayMs, config.baseDelayMs * Math.pow(2, entry.attempt - 1));
     var delay = Math.max(floorMs, ceiling / 2 + Math.random() * ceiling / 2);
     entry.timer = setTimeout(function () { attempt(key); }, delay);
+    if (entry.onRetry) {
+      entry.onRetry(delay);
+    }
   }
 
   function beaconPending() {
@@ -269,7 +275,12 @@
     if (config.comment && !userMessage) {
       this.offerComment();
     }
-    return send(payload).then(function (result) {
+    var retrying = function () {
+      if (self.value === value) {
+        self.setStatus("Not sent yet, will retry", "retrying");
+      }
+    };
+    return send(payload, retrying).then(function (result) {
       if (self.value === value) {
         if (result.ok) {
           self.setStatus(userMessage ? "Thanks for the comment" : "Thanks!", "sent");

@@ -84,3 +84,11 @@ def test_concurrent_writers_and_readers_stay_within_bounds() -> None:
         thread.join(timeout=30)
     assert errors == []
     assert len(index) == 500
+
+
+def test_get_local_is_get() -> None:
+    """Every built-in index answers `get_local`, the no-I/O lookup for the app's thread."""
+    index = InMemorySpanIndex()
+    index.put("m", context(1), {})
+    found = index.get_local("m")
+    assert found is not None and found.span_context == context(1)

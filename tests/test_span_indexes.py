@@ -24,14 +24,15 @@ from opentelemetry.trace import SpanContext, TraceFlags
 
 import brixo_otel._internal as internal
 from brixo_otel._correlation import _sqlite_index
-from brixo_otel._correlation._choose import span_index_from
 from brixo_otel._correlation._codec import decode_entry, encode_entry
 from brixo_otel._correlation._index import IndexedSpan, InMemorySpanIndex
+from brixo_otel._correlation._index_url import span_index_from
 from brixo_otel._correlation._redis_index import RedisSpanIndex, redacted_url
 from brixo_otel._correlation._sqlite_index import SqliteSpanIndex
+from brixo_otel._correlation._tiered import TieredSpanIndex
 from brixo_otel._errors import ConfigurationError
 from tests._redis import RedisServer
-from tests._services import free_port
+from tests._services import free_port, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -172,6 +173,53 @@ def test_sqlite_keeps_at_most_max_entries_dropping_the_oldest(tmp_path: Path) ->
         index.close()
 
 
+def test_sqlite_put_many_is_one_transaction_and_skips_only_what_cannot_be_stored(
+    sqlite_index: SqliteSpanIndex, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="brixo_otel")
+    statements: list[str] = []
+    assert sqlite_index._conn is not None
+    sqlite_index._conn.set_trace_callback(statements.append)
+    puts = [(f"m{n}", span(n), {"n": n}) for n in range(50)]
+    puts.insert(10, ("bad_\udc80", span(99), {}))  # an id SQLite cannot store
+    assert sqlite_index.put_many(puts) is True
+    assert (statements.count("BEGIN IMMEDIATE"), statements.count("COMMIT")) == (1, 1)
+    assert len(sqlite_index) == 50
+    assert_found(sqlite_index.get("m49"), span(49), {"n": 49})
+    assert len(warnings_from(caplog)) == 1
+
+
+def test_sqlite_put_many_purges_in_proportion_to_the_batch(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    index = SqliteSpanIndex(tmp_path / "ttl.db", ttl_seconds=1, clock=lambda: now[0])
+    try:
+        index.put_many([(f"m{n}", span(n), {}) for n in range(100)])
+        now[0] += 5
+        index.put_many([("a", span(1000), {}), ("b", span(1001), {})])
+        assert len(index) == 100 + 2 - 2 * _sqlite_index.PURGE_BATCH
+    finally:
+        index.close()
+
+
+def test_sqlite_put_many_says_not_now_while_another_connection_holds_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_sqlite_index, "BUSY_TIMEOUT_MS", 50)
+    index = SqliteSpanIndex(tmp_path / "locked.db")
+    locker = sqlite3.connect(index.path, isolation_level=None)
+    try:
+        index.put("before", span(1), {})
+        locker.execute("BEGIN EXCLUSIVE")
+        assert index.put_many([("m", span(2), {})]) is False  # the writer keeps it for later
+        assert index.get("before") is not None  # WAL: lookups do not wait for the lock
+        locker.execute("COMMIT")
+        assert index.put_many([("m", span(2), {})]) is True  # the same connection, no reopen
+        assert_found(index.get("m"), span(2), {})
+    finally:
+        locker.close()
+        index.close()
+
+
 def test_sqlite_corrupt_file_degrades_to_not_found_with_one_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -213,17 +261,25 @@ def test_sqlite_unwritable_path_degrades_then_heals(
     index = SqliteSpanIndex(blocker / "index.db")
     try:
         for _ in range(10):
-            index.put("m1", span(1), {})
+            assert index.put_many([("m1", span(1), {})]) is False  # "not now": keep it for later
             assert index.get("m1") is None
-            time.sleep(0.01)
-        assert len(warnings_from(caplog)) == 1
+        first_attempt = index._retry_at
+
+        def tried_again() -> bool | None:
+            index.put("m1", span(1), {})
+            return True if index._retry_at != first_attempt else None
+
+        wait_for(tried_again, 5, "a second attempt to open the file", interval=0.01)
+        assert len(warnings_from(caplog)) == 1  # once per interval, not once per attempt
+
         # The operator fixes the path; after the reopen delay the index works, no restart.
         blocker.unlink()
-        deadline = time.monotonic() + 10
-        while index.get("m1") is None and time.monotonic() < deadline:
+
+        def healed() -> IndexedSpan | None:
             index.put("m1", span(1), {})
-            time.sleep(0.01)
-        assert_found(index.get("m1"), span(1), {})
+            return index.get("m1")
+
+        assert_found(wait_for(healed, 10, "the index to heal", interval=0.01), span(1), {})
     finally:
         index.close()
 
@@ -245,6 +301,39 @@ def test_sqlite_reopens_after_fork(sqlite_index: SqliteSpanIndex) -> None:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert_found(sqlite_index.get("child"), span(2), {})
+
+
+def test_sqlite_fork_during_a_write_is_said_plainly_in_the_child(
+    sqlite_index: SqliteSpanIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's lock records are per process: a child forked inside the parent's write
+    transaction can never take the file. It cannot be undone safely; it must not be silent."""
+    monkeypatch.setattr(_sqlite_index, "BUSY_TIMEOUT_MS", 10)
+    assert sqlite_index._conn is not None
+    sqlite_index._conn.execute("BEGIN IMMEDIATE")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork() in a threaded process
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            records: list[logging.LogRecord] = []
+
+            class Recorder(logging.Handler):
+                def emit(self, record: logging.LogRecord) -> None:
+                    records.append(record)
+
+            logging.getLogger("brixo_otel").addHandler(Recorder())
+            sqlite_index.put("child", span(2), {})  # never raises, never hangs
+            said = any("forked while its parent was writing" in r.getMessage() for r in records)
+            code = 0 if said else 1
+        finally:
+            os._exit(code)
+    sqlite_index._conn.execute("COMMIT")
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    sqlite_index.put("parent", span(1), {})  # the parent is unaffected
+    assert_found(sqlite_index.get("parent"), span(1), {})
 
 
 WRITER = textwrap.dedent(
@@ -349,6 +438,33 @@ def test_redis_round_trip_sets_the_ttl_on_the_key(
         index.close()
 
 
+def test_redis_put_many_skips_what_cannot_be_stored_and_says_not_now_when_unreachable(
+    redis_server: RedisServer, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="brixo_otel")
+    index = RedisSpanIndex(redis_server.url, key_prefix="t:")
+    try:
+        puts = [(f"m{n}", span(n), {"n": n}) for n in range(20)]
+        puts.insert(5, ("bad_\udc80", span(99), {}))  # not encodable as a key
+        assert index.put_many(puts) is True
+        assert redis_client.dbsize() == 20
+        assert_found(index.get("m19"), span(19), {"n": 19})
+        assert len(warnings_from(caplog)) == 1
+
+        # A command Redis refuses is logged and not tried again: True, with nothing stored.
+        redis_client.config_set("maxmemory-policy", "noeviction")
+        redis_client.config_set("maxmemory", "1")
+        assert index.put_many([("oom", span(1), {})]) is True
+        redis_client.config_set("maxmemory", "0")
+        assert redis_client.get("t:oom") is None
+
+        redis_server.stop()
+        assert index.put_many([("x", span(1), {})]) is False  # refused: keep it for later
+        assert index.put_many([("x", span(1), {})]) is False  # skipped while Redis is away
+    finally:
+        index.close()
+
+
 def test_redis_garbage_value_is_not_found_with_a_warning(
     redis_server: RedisServer, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -375,28 +491,35 @@ def test_redis_outage_degrades_quietly_and_recovers_on_restart(
         caplog.set_level(logging.WARNING, logger="brixo_otel")
         started = time.monotonic()
         for n in range(50):
-            index.put(f"down{n}", span(n), {})  # never raises
+            assert index.put_many([(f"down{n}", span(n), {})]) is False  # never raises
             assert index.get(f"down{n}") is None
-            if n % 10 == 0:
-                time.sleep(0.06)  # past the first wait: Redis is really tried again
+
+        def tried_again() -> bool | None:  # past the first wait, Redis is really tried again
+            index.put("down", span(0), {})
+            return True if index._failures >= 2 else None
+
+        wait_for(tried_again, 5, "a second attempt to reach Redis", interval=0.01)
         assert time.monotonic() - started < 5  # no call waited out a long timeout
         assert len(warnings_from(caplog)) == 1  # once per interval, not once per call
-        assert index._failures >= 2  # yet Redis was tried again, not given up on
         assert "redis://127.0.0.1:" in warnings_from(caplog)[0].getMessage()
 
         # A later interval gets one more warning, at the next real attempt.
         monkeypatch.setattr(internal, "LOG_INTERVAL_SECONDS", 0.3)
-        deadline = time.monotonic() + 5
-        while len(warnings_from(caplog)) < 2 and time.monotonic() < deadline:
+
+        def warned_again() -> bool | None:
             assert index.get("before") is None
-            time.sleep(0.05)
+            return True if len(warnings_from(caplog)) >= 2 else None
+
+        wait_for(warned_again, 5, "the next interval's warning", interval=0.05)
         assert len(warnings_from(caplog)) == 2
 
         redis_server.start()  # same port, empty: it keeps no data
-        deadline = time.monotonic() + 5
-        while index.get("after") is None and time.monotonic() < deadline:
+
+        def back() -> IndexedSpan | None:
             index.put("after", span(2), {"back": True})
-            time.sleep(0.02)
+            return index.get("after")
+
+        wait_for(back, 5, "Redis to be used again", interval=0.02)
         assert_found(index.get("after"), span(2), {"back": True})
     finally:
         index.close()
@@ -461,12 +584,16 @@ def test_span_index_from_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     relative = span_index_from("sqlite:///rel/index.db", ttl_seconds=60, max_entries=10)
     absolute = span_index_from(f"sqlite:///{tmp_path}/abs.db", ttl_seconds=60, max_entries=10)
     redis_index = span_index_from("rediss://:pw@127.0.0.1:1/0", ttl_seconds=60, max_entries=10)
+    # shared stores come with a memory tier in front and a writer behind
+    assert isinstance(relative, TieredSpanIndex)
+    assert isinstance(absolute, TieredSpanIndex)
+    assert isinstance(redis_index, TieredSpanIndex)
     try:
-        assert isinstance(relative, SqliteSpanIndex)
-        assert relative.path == str(tmp_path / "rel" / "index.db")
-        assert isinstance(absolute, SqliteSpanIndex)
-        assert absolute.path == str(tmp_path / "abs.db")
-        assert isinstance(redis_index, RedisSpanIndex)
+        assert isinstance(relative.store, SqliteSpanIndex)
+        assert relative.store.path == str(tmp_path / "rel" / "index.db")
+        assert isinstance(absolute.store, SqliteSpanIndex)
+        assert absolute.store.path == str(tmp_path / "abs.db")
+        assert isinstance(redis_index.store, RedisSpanIndex)
     finally:
         relative.close()
         absolute.close()

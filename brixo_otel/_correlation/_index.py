@@ -6,10 +6,12 @@ child of, and linked to, the very span that produced the rated message.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from collections.abc import Callable, Mapping
-from typing import NamedTuple, Protocol
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple, Protocol, TypeAlias
 
 from opentelemetry.trace import SpanContext
 from opentelemetry.util.types import AttributeValue
@@ -25,14 +27,52 @@ class IndexedSpan(NamedTuple):
     attributes: Mapping[str, AttributeValue]
 
 
+#: One index write: message id, span context, kept attributes. A plain tuple, not a NamedTuple:
+#: two are built for every message span (at its start and at its end).
+Put: TypeAlias = tuple[str, SpanContext, Mapping[str, AttributeValue]]
+
+
 class SpanIndex(Protocol):
-    """What every index backend offers; implementations must be thread-safe and never raise."""
+    """What every index offers; implementations must be thread-safe and never raise.
+
+    `put` runs on the app's thread, at the start and at the end of every message span, so it
+    must not wait on anything; `get` runs on the delivery worker's thread and may do I/O.
+    """
 
     def put(
         self, message_id: str, span_context: SpanContext, attributes: Mapping[str, AttributeValue]
     ) -> None: ...
 
     def get(self, message_id: str) -> IndexedSpan | None: ...
+
+
+class IndexStore(Protocol):
+    """A shared backend (SQLite, Redis), written only by its background writer, in batches.
+
+    `put_many` returns False when the store cannot take writes right now (locked, unreachable,
+    skipped after a failure), so the writer keeps the batch and tries again later; True when the
+    batch was handled, which includes puts dropped for a reason already logged (an id the store
+    cannot hold). It may block, for at most the store's own bounded timeout.
+    """
+
+    def put_many(self, puts: Sequence[Put]) -> bool: ...
+
+    def get(self, message_id: str) -> IndexedSpan | None: ...
+
+    def close(self) -> None: ...
+
+
+_memory_indexes: weakref.WeakSet[InMemorySpanIndex] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A fresh eviction lock in a forked child: a parent thread may have held it at the fork."""
+    for index in list(_memory_indexes):
+        index._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class InMemorySpanIndex:
@@ -61,15 +101,17 @@ class InMemorySpanIndex:
         # expiry, span context, attributes: a plain tuple, as one is built per message span
         self._entries: dict[str, tuple[float, SpanContext, Mapping[str, AttributeValue]]] = {}
         self._lock = threading.Lock()
+        _memory_indexes.add(self)
 
     def put(
         self, message_id: str, span_context: SpanContext, attributes: Mapping[str, AttributeValue]
     ) -> None:
         """Keep `attributes` as given (not copied): callers hand over a mapping they own.
 
-        No lock on the common path: this runs at the end of every message span, and each step
-        is one dict operation, atomic under the GIL. Eviction, rare, takes the lock, so only one
-        thread iterates the dict; a concurrent writer can only make it evict one more.
+        No lock on the common path: this runs at the start and at the end of every message span,
+        and each step is one dict operation, atomic under the GIL. Eviction, rare, takes the
+        lock, so only one thread iterates the dict; a concurrent writer can only make it evict
+        one more.
         """
         entries = self._entries
         entries.pop(message_id, None)  # re-inserted at the end: newest
@@ -93,6 +135,10 @@ class InMemorySpanIndex:
                     del self._entries[message_id]
             return None
         return IndexedSpan(span_context, attributes)
+
+    #: The same as `get`, as everything here is local: offered so that app-thread callers
+    #: (`link_token`) can ask any built-in index for what this process knows, without I/O.
+    get_local = get
 
     def __len__(self) -> int:
         with self._lock:

@@ -4,12 +4,15 @@ For apps whose answer and thumbs click can land on different machines. One key p
 (`key_prefix + message_id`), set with an expiry, so Redis does all the housekeeping: no sweeps,
 and its own `maxmemory` policy bounds the size.
 
-Redis sits on the path of every message span end, so it must never slow the app down for long:
+The app's puts reach this class through the background writer (`_writer.py`), one pipeline per
+batch, so a slow Redis never holds the app's thread; lookups come from the delivery worker. Both
+still must not stall for long, or the writer falls behind and the worker stops delivering:
 - Socket timeouts are short (half a second to connect and to answer) and redis-py's own retries
   are off; a failed call fails once, quickly.
 - After a connection failure the index answers "not found" at once for a while (`retry_interval`
-  seconds, doubling up to 30 s while Redis stays away) instead of paying a timeout on every span
-  end; then one call tries again. When Redis is back it simply works again, with no restart.
+  seconds, doubling up to 30 s while Redis stays away) instead of paying a timeout on every
+  call; then one call tries again. Meanwhile `put_many` says "not now", and the writer keeps
+  its batch for later. When Redis is back it simply works again, with no restart.
 - Failures are logged at most once per interval (`log_rate_limited`, key "index:redis"), with
   the URL stripped of any password.
 """
@@ -17,9 +20,11 @@ Redis sits on the path of every message span end, so it must never slow the app 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
@@ -27,7 +32,7 @@ from opentelemetry.trace import SpanContext
 from opentelemetry.util.types import AttributeValue
 
 from brixo_otel._correlation._codec import CodecError, decode_entry, encode_entry
-from brixo_otel._correlation._index import IndexedSpan
+from brixo_otel._correlation._index import IndexedSpan, Put
 from brixo_otel._errors import ConfigurationError
 from brixo_otel._internal import log_rate_limited, logger
 
@@ -41,6 +46,23 @@ SOCKET_TIMEOUT_SECONDS: Final = 0.5
 MAX_RETRY_INTERVAL_SECONDS: Final = 30.0
 
 _LOG_KEY: Final = "index:redis"
+
+#: What `_ask` answers when Redis was skipped or the connection failed (None: any other failure).
+_UNAVAILABLE: Final = object()
+
+_open_indexes: weakref.WeakSet[RedisSpanIndex] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A fresh lock in a forked child: a parent thread may have held one at the fork, forever.
+    (redis-py's pool notices the fork by itself and opens new connections.)"""
+    for index in list(_open_indexes):
+        index._lock = threading.Lock()
+        index._probing = False
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def redacted_url(url: str) -> str:
@@ -87,7 +109,7 @@ class RedisSpanIndex:
                 socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
                 socket_timeout=SOCKET_TIMEOUT_SECONDS,
                 # One attempt: recent redis-py versions retry with backoff by default, which
-                # would turn one dead Redis into seconds of stall at every span end.
+                # would turn one dead Redis into seconds of stall at every batch and lookup.
                 retry=Retry(NoBackoff(), 0),
             )
         except ValueError as exc:
@@ -108,6 +130,7 @@ class RedisSpanIndex:
         self._down_until = 0.0  # until when calls skip Redis (monotonic clock)
         self._probing = False  # one call is finding out whether Redis is back
         self._failures = 0  # connection failures in a row, for the growing wait
+        _open_indexes.add(self)
 
     def __repr__(self) -> str:
         return f"RedisSpanIndex({self._url!r})"
@@ -115,18 +138,37 @@ class RedisSpanIndex:
     def put(
         self, message_id: str, span_context: SpanContext, attributes: Mapping[str, AttributeValue]
     ) -> None:
-        try:
-            entry = encode_entry(span_context, attributes).encode("ascii")
-        except (TypeError, ValueError) as exc:
-            self._warn("could not encode a span for", exc)
-            return
-        self._ask(
-            "could not write to", self._redis.set, self._prefix + message_id, entry, px=self._ttl_ms
-        )
+        """One put, written now, on the calling thread (the app's puts go through the writer)."""
+        self.put_many([(message_id, span_context, attributes)])
+
+    def put_many(self, puts: Sequence[Put]) -> bool:
+        """Write `puts` in one pipeline (one round trip); False if Redis is unreachable now.
+
+        Not a MULTI transaction: each SET stands alone, and atomicity buys nothing here. A put
+        that cannot be stored (an id or a span that does not encode) is dropped with a warning
+        and does not spoil the rest; a command Redis refuses (say, out of memory) is logged and
+        not tried again.
+        """
+        commands: list[tuple[bytes, bytes]] = []
+        for message_id, span_context, attributes in puts:
+            try:
+                key = (self._prefix + message_id).encode("utf-8")
+                commands.append((key, encode_entry(span_context, attributes).encode("ascii")))
+            except (TypeError, ValueError) as exc:
+                self._warn("could not encode a span for", exc)
+        if not commands:
+            return True
+        return self._ask("could not write to", self._set_all, commands) is not _UNAVAILABLE
+
+    def _set_all(self, commands: list[tuple[bytes, bytes]]) -> list[Any]:
+        pipe = self._redis.pipeline(transaction=False)
+        for key, entry in commands:
+            pipe.set(key, entry, px=self._ttl_ms)
+        return pipe.execute()
 
     def get(self, message_id: str) -> IndexedSpan | None:
         raw = self._ask("could not read from", self._redis.get, self._prefix + message_id)
-        if raw is None:
+        if raw is None or raw is _UNAVAILABLE:
             return None
         try:
             return decode_entry(raw if isinstance(raw, (bytes, str)) else str(raw))
@@ -144,17 +186,17 @@ class RedisSpanIndex:
     # -- availability --------------------------------------------------------------------------
 
     def _ask(self, doing: str, command: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Redis's reply to one command; None when Redis is being skipped or the command failed.
+        """Redis's reply to one command; `_UNAVAILABLE` when Redis is being skipped or the
+        connection failed, None when the command failed otherwise.
 
         The one place calls go through, so every call keeps the availability state right.
         """
         if self._skipping():
-            return None
+            return _UNAVAILABLE
         try:
             reply = command(*args, **kwargs)
         except Exception as exc:  # a client library's failure, whatever it is, stays here
-            self._failed(doing, exc)
-            return None
+            return _UNAVAILABLE if self._failed(doing, exc) else None
         except BaseException:
             self._end_probe()  # interrupted: let the next call find out instead
             raise
@@ -175,10 +217,12 @@ class RedisSpanIndex:
             self._probing = True
             return False
 
-    def _failed(self, doing: str, exc: Exception) -> None:
+    def _failed(self, doing: str, exc: Exception) -> bool:
+        """Record a failed call; True if it was the connection (Redis is now being skipped)."""
+        lost = isinstance(exc, self._connection_errors)
         with self._lock:
             self._probing = False
-            if isinstance(exc, self._connection_errors):
+            if lost:
                 # Waits double while Redis stays away, so a long outage costs a timeout every
                 # half minute, not every second; the first wait is short, for quick recovery.
                 wait = min(self._retry_interval * 2**self._failures, MAX_RETRY_INTERVAL_SECONDS)
@@ -186,6 +230,7 @@ class RedisSpanIndex:
                 self._down = True
                 self._down_until = time.monotonic() + wait
         self._warn(doing, exc)
+        return lost
 
     def _succeeded(self) -> None:
         if not self._down:

@@ -2,18 +2,24 @@
 
 Built for the usual deployment of a Python web app: several worker processes (gunicorn, uvicorn
 workers, Celery) on one machine, where the answer is produced by one worker and the thumbs arrive
-at another. Each process writes the message spans it ends and reads whatever any of them wrote.
+at another. Each process writes the message spans it starts and ends, and reads whatever any of
+them wrote. The app's puts reach this class through the background writer (`_writer.py`), in
+batches; `put` and `get` here are plain blocking calls, made on the writer's and the delivery
+worker's threads.
 
-- WAL mode, so readers never wait for writers and writers wait for each other only for the
-  microseconds of one short transaction (`BEGIN IMMEDIATE`, one upsert, a bounded clean-up).
+- WAL mode, so readers never wait for writers and writers wait for each other only for one
+  short transaction (`BEGIN IMMEDIATE`, the batch's upserts, a bounded clean-up).
 - `synchronous=NORMAL`: a power loss may take back the last entries, which costs only the
   linking of feedback for messages answered in that instant; an fsync per message span would
   cost every request.
 - One connection per process, opened again after a fork: SQLite forbids using a connection in a
-  child, and a pre-forking server configures before it forks.
+  child, and a pre-forking server configures before it forks. A fork that lands inside one of
+  the parent's write transactions (well under a millisecond each) leaves the child unable to
+  use the file at all, as SQLite's lock records are per process; the child says so in a
+  warning and links through its memory tier only.
 - Entries expire by wall-clock time (comparable between processes, unlike a monotonic clock).
-  Expired rows are ignored by `get` and deleted a few at a time by `put`, so no call ever does
-  unbounded work and no background thread is needed.
+  Expired rows are ignored by `get` and deleted a few at a time by each write, so no call ever
+  does unbounded work and no sweeping thread is needed.
 - At most `max_entries` rows: the row count is kept exact by triggers in a one-row table, so the
   bound is checked without a scan, and the oldest-written rows go first.
 
@@ -31,23 +37,24 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
 from opentelemetry.trace import SpanContext
 from opentelemetry.util.types import AttributeValue
 
 from brixo_otel._correlation._codec import CodecError, decode_entry, encode_entry
-from brixo_otel._correlation._index import IndexedSpan
+from brixo_otel._correlation._index import IndexedSpan, Put
 from brixo_otel._internal import log_rate_limited
 
 #: How long one process waits for another's write transaction, in milliseconds. Transactions
-#: last microseconds; a wait this long means the disk is in trouble, and a span end must not
-#: hang on it.
+#: last microseconds; a wait this long means the disk is in trouble, or another connection holds
+#: the file exclusively. The writer then keeps its batch for later, and a lookup by the delivery
+#: worker gives up, rather than either of them hanging on it.
 BUSY_TIMEOUT_MS: Final = 1000
 
-#: Expired rows deleted by one `put`, at most: more than one row per put, so expiry keeps up
-#: with any write rate, and few enough that a put never becomes a sweep.
+#: Expired rows deleted per put written, at most: more than one row per put, so expiry keeps up
+#: with any write rate, and few enough that a write never becomes a sweep.
 PURGE_BATCH: Final = 32
 
 #: After a failure to open or use the file, how long to answer "not found" before trying again.
@@ -119,7 +126,7 @@ class SqliteSpanIndex:
         self,
         path: str | os.PathLike[str],
         ttl_seconds: float = 86400.0,
-        max_entries: int = 1_000_000,
+        max_entries: int = 100_000,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -154,26 +161,48 @@ class SqliteSpanIndex:
     def put(
         self, message_id: str, span_context: SpanContext, attributes: Mapping[str, AttributeValue]
     ) -> None:
-        try:
-            entry = encode_entry(span_context, attributes)
-        except (TypeError, ValueError) as exc:
-            self._warn("could not encode a span for the index", exc)
-            return
+        """One put, written now, on the calling thread (the app's puts go through the writer)."""
+        self.put_many([(message_id, span_context, attributes)])
+
+    def put_many(self, puts: Sequence[Put]) -> bool:
+        """Write `puts` in one transaction; False if the file cannot take writes right now.
+
+        A batch is one `BEGIN IMMEDIATE` ... `COMMIT`, so the background writer pays one lock
+        and one WAL append per batch, not per message. Expired rows are purged, and rows over
+        `max_entries` evicted, at most `PURGE_BATCH` per put in the batch. A put that cannot be
+        stored (an id with lone surrogates, an unencodable span) is dropped with a warning and
+        does not spoil the rest.
+        """
+        rows: list[tuple[str, str]] = []
+        for message_id, span_context, attributes in puts:
+            try:
+                rows.append((message_id, encode_entry(span_context, attributes)))
+            except (TypeError, ValueError) as exc:
+                self._warn("could not encode a span for the index", exc)
+        if not rows:
+            return True
         now = self._clock()
+        expires_at = now + self._ttl
+        bound = PURGE_BATCH * len(rows)
         with self._lock:
             conn = self._connection()
             if conn is None:
-                return
+                return False
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    conn.execute(_DELETE_ONE, (message_id,))
-                    conn.execute(_INSERT, (message_id, entry, now + self._ttl))
-                    conn.execute(_PURGE_EXPIRED, (now, PURGE_BATCH))
+                    for message_id, entry in rows:
+                        try:
+                            conn.execute(_DELETE_ONE, (message_id,))
+                        except ValueError as exc:  # an id SQLite cannot store (lone surrogates)
+                            self._warn("could not store a message id in the index", exc)
+                            continue
+                        conn.execute(_INSERT, (message_id, entry, expires_at))
+                    conn.execute(_PURGE_EXPIRED, (now, bound))
                     (count,) = conn.execute(_COUNT).fetchone()
                     if count > self._max_entries:
                         # Bounded like the purge: a lowered max_entries converges over puts.
-                        conn.execute(_EVICT_OLDEST, (min(count - self._max_entries, PURGE_BATCH),))
+                        conn.execute(_EVICT_OLDEST, (min(count - self._max_entries, bound),))
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -181,8 +210,8 @@ class SqliteSpanIndex:
                     raise
             except sqlite3.Error as exc:
                 self._fail("could not write to", exc)
-            except ValueError as exc:  # an id SQLite cannot store (lone surrogates)
-                self._warn("could not store a message id in the index", exc)
+                return False
+        return True
 
     def get(self, message_id: str) -> IndexedSpan | None:
         now = self._clock()
@@ -238,6 +267,8 @@ class SqliteSpanIndex:
         if pid != self._pid:
             if self._conn is not None:
                 self._inherited.append(self._conn)
+                if self._conn.in_transaction:
+                    self._warn_forked_mid_write()
             self._conn = None
             self._pid = pid
             self._retry_at = 0.0
@@ -290,7 +321,7 @@ class SqliteSpanIndex:
 
         A corrupt or replaced file often fails only at the first real statement; reopening is
         what lets the index heal once the file is fixed, and the delay keeps a broken file from
-        costing an open attempt on every span end. Waiting too long for another process's lock
+        costing an open attempt on every write. Waiting too long for another process's lock
         is not such a failure: that one call gives up, and the connection stays.
         """
         if _is_busy(exc):
@@ -302,6 +333,21 @@ class SqliteSpanIndex:
                 conn.close()
         self._retry_at = time.monotonic() + REOPEN_DELAY_SECONDS
         self._warn(f"{doing} the span index file {self.path}", exc)
+
+    def _warn_forked_mid_write(self) -> None:
+        """The fork landed inside one of the parent's write transactions (they last well under
+        a millisecond). SQLite keeps its lock records per process, and the child inherited
+        "locked by a connection of this process" for good: no connection of the child can take
+        the file. Nothing here can undo that safely, so say it plainly, once."""
+        log_rate_limited(
+            logging.WARNING,
+            _LOG_KEY + ":fork",
+            "brixo_otel: this process was forked while its parent was writing to the span index "
+            "%s; SQLite cannot be used on that file from this process, so feedback here links "
+            "only to messages of this process (or through link tokens). Fork before serving "
+            "messages, as pre-forking servers do, to avoid this",
+            self.path,
+        )
 
     def _warn(self, what: str, exc: BaseException) -> None:
         log_rate_limited(

@@ -1,14 +1,19 @@
 """The span processor that makes every span in a message or conversation carry its ids.
 
 Tagging happens in `on_start`, so spans made by any instrumentation (an HTTP client, an LLM SDK
-instrumentor) get the ids without knowing about us. `on_end` of a message span records its span
-context in the span index, which is how later feedback finds the trace it rates.
+instrumentor) get the ids without knowing about us.
+
+The message span's context goes into the span index when the span *starts*, or as soon as
+`set_message_id` binds its id, so feedback clicked while the answer still streams finds the
+span it rates. When the span ends it is indexed again, now with the attributes gathered from it
+and its children (the model, the agent version), which replace the first entry.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
@@ -27,15 +32,19 @@ from brixo_otel._internal import guard, swallowed
 
 if TYPE_CHECKING:
     from brixo_otel._correlation._index import SpanIndex
-    from brixo_otel._correlation._metrics import FeedbackMetrics
+    from brixo_otel._feedback._metrics import FeedbackMetrics
 
 
 #: Spans inside open messages that we track at most; only spans that never end could reach it.
 _MAX_OPEN_CHILDREN = 100_000
 
+#: What a message span is indexed with when it starts: its attributes come at its end. Shared
+#: and read-only, so indexing at start allocates no mapping.
+_NOTHING_YET: Final[Mapping[str, AttributeValue]] = MappingProxyType({})
+
 
 class BrixoSpanProcessor(SpanProcessor):
-    """Tags spans with message and conversation ids, and indexes finished message spans.
+    """Tags spans with message and conversation ids, and indexes message spans.
 
     `indexed_attributes` are the attributes worth keeping next to a message's span context
     (the model, the agent version), so feedback can be dimensioned by them. They are gathered
@@ -57,6 +66,8 @@ class BrixoSpanProcessor(SpanProcessor):
         #: span id of a span inside an open message → that message's scope
         self._children: dict[int, MessageScope] = {}
         self._enabled = True
+        # One bound method for every scope to call back, rather than one made per message.
+        self._bound_late = self._index_bound_id
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         if not self._enabled:
@@ -68,8 +79,18 @@ class BrixoSpanProcessor(SpanProcessor):
             if message.span_id is None:
                 # The first span of a scope is the message span; the decorator started it with
                 # its ids already set, which is cheaper than setting them one by one here.
-                message.span_id = span.context.span_id
+                span_context = span.context
+                message.span_id = span_context.span_id
                 self._open_messages[message.span_id] = message
+                index = self._index
+                if index is not None:
+                    message.on_bound = self._bound_late
+                    if message.message_id is not None:
+                        try:  # not `with guard(...)`: this runs at the start of every message
+                            index.put(message.message_id, span_context, _NOTHING_YET)
+                        except Exception as exc:
+                            if not swallowed("indexing a message span", exc):
+                                raise
                 return
             children = self._children
             if len(children) >= _MAX_OPEN_CHILDREN:  # spans that never end must not pile up
@@ -109,6 +130,23 @@ class BrixoSpanProcessor(SpanProcessor):
                 self._metrics.count_message(kept)
             if message.message_id is not None and self._index is not None:
                 self._index.put(message.message_id, span_context, kept)
+        except Exception as exc:
+            if not swallowed("indexing a message span", exc):
+                raise
+
+    def _index_bound_id(self, message: MessageScope) -> None:
+        """`set_message_id` bound the id of a message already running: index it now."""
+        index = self._index
+        span = message.span
+        if (
+            index is None
+            or span is None
+            or message.message_id is None
+            or message.span_id not in self._open_messages  # ended, or we were disabled
+        ):
+            return
+        try:
+            index.put(message.message_id, span.get_span_context(), self.attributes_so_far(message))
         except Exception as exc:
             if not swallowed("indexing a message span", exc):
                 raise

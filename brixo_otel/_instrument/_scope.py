@@ -9,7 +9,7 @@ reads the scope when each child span starts, so spans started after the binding 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Final
 
@@ -29,7 +29,7 @@ INTERACTION_KEY: Final = otel_context.create_key("brixo_otel.interaction")
 class MessageScope:
     """The message being produced: its ids, and its span once started."""
 
-    __slots__ = ("conversation_id", "gathered", "message_id", "span", "span_id")
+    __slots__ = ("conversation_id", "gathered", "message_id", "on_bound", "span", "span_id")
 
     def __init__(self, message_id: str | None, conversation_id: str | None) -> None:
         self.message_id = message_id
@@ -39,6 +39,10 @@ class MessageScope:
         self.span_id: int | None = None
         #: Attributes worth indexing, gathered from the spans of the message as they end.
         self.gathered: dict[str, AttributeValue] = {}
+        #: Set by the span processor when the message span starts: told by `set_message_id`,
+        #: so that an id bound late is indexed at once, while the message is still running.
+        #: A reference, not a lookup: the processor is found without any registry on this path.
+        self.on_bound: Callable[[MessageScope], None] | None = None
 
 
 class InteractionScope:
@@ -104,7 +108,8 @@ def conversation(conversation_id: str) -> Iterator[None]:
 def set_message_id(message_id: str) -> None:
     """Bind the current message's id late, e.g. to the provider's response id.
 
-    The message span gets the id at once; spans started from now on in the message inherit it.
+    The message span gets the id at once, and is indexed under it at once (so feedback on a
+    message still streaming finds it); spans started from now on in the message inherit it.
     Outside a message scope there is nothing to bind: that is logged, never raised, because it
     is telemetry and must not break the app.
     """
@@ -121,3 +126,5 @@ def set_message_id(message_id: str) -> None:
     scope.message_id = message_id
     if scope.span is not None:
         scope.span.set_attribute(attrs.MESSAGE_ID, message_id)
+    if scope.on_bound is not None:
+        scope.on_bound(scope)

@@ -154,7 +154,8 @@ class RedisSpanIndex:
             try:
                 key = (self._prefix + message_id).encode("utf-8")
                 commands.append((key, encode_entry(span_context, attributes).encode("ascii")))
-            except (TypeError, ValueError) as exc:
+            # RuntimeError: a span ending on another thread changed the attributes mid-read
+            except (TypeError, ValueError, RuntimeError) as exc:
                 self._warn("could not encode a span for", exc)
         if not commands:
             return True

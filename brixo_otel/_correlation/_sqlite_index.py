@@ -177,7 +177,8 @@ class SqliteSpanIndex:
         for message_id, span_context, attributes in puts:
             try:
                 rows.append((message_id, encode_entry(span_context, attributes)))
-            except (TypeError, ValueError) as exc:
+            # RuntimeError: a span ending on another thread changed the attributes mid-read
+            except (TypeError, ValueError, RuntimeError) as exc:
                 self._warn("could not encode a span for the index", exc)
         if not rows:
             return True

@@ -12,8 +12,7 @@ and its children (the model, the agent version), which replace the first entry.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
@@ -37,10 +36,6 @@ if TYPE_CHECKING:
 
 #: Spans inside open messages that we track at most; only spans that never end could reach it.
 _MAX_OPEN_CHILDREN = 100_000
-
-#: What a message span is indexed with when it starts: its attributes come at its end. Shared
-#: and read-only, so indexing at start allocates no mapping.
-_NOTHING_YET: Final[Mapping[str, AttributeValue]] = MappingProxyType({})
 
 
 class BrixoSpanProcessor(SpanProcessor):
@@ -86,8 +81,10 @@ class BrixoSpanProcessor(SpanProcessor):
                 if index is not None:
                     message.on_bound = self._bound_late
                     if message.message_id is not None:
+                        # No attributes yet: they come when the span ends. A fresh dict, as
+                        # readers of the index may treat what they get as their own.
                         try:  # not `with guard(...)`: this runs at the start of every message
-                            index.put(message.message_id, span_context, _NOTHING_YET)
+                            index.put(message.message_id, span_context, {})
                         except Exception as exc:
                             if not swallowed("indexing a message span", exc):
                                 raise

@@ -7,6 +7,7 @@ recipe), rates it, and reads the result back through Phoenix's REST API.
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -31,10 +32,11 @@ from brixo_otel.exporters._langfuse import LangfuseExporter
 from brixo_otel.exporters._mlflow import MLflowExporter
 from brixo_otel.exporters._phoenix import UNRESOLVED, PhoenixExporter
 from brixo_otel.testing import BrixoTestServer
+from tests._browser import chromium
 from tests._contract.langfuse import LangfuseContractServer
 from tests._mlflow import EXPERIMENT_HEADER, MLflowServer
 from tests._phoenix import PROJECT, PROJECT_ATTRIBUTE, PhoenixServer
-from tests._services import wait_for
+from tests._services import REPO, wait_for
 
 pytest_plugins = ["tests.conftest_servers"]
 pytestmark = pytest.mark.timeout(60, func_only=True)
@@ -536,3 +538,84 @@ def test_a_rating_of_a_message_never_seen_is_dead_lettered_when_the_link_window_
     finally:
         brixo_otel.shutdown(timeout=5.0)
     assert reasons == [UNRESOLVED]
+
+
+# -- what a person sees -------------------------------------------------------------------------
+
+#: The picture in docs/destinations/phoenix.md; rewritten when UPDATE_DOCS_SCREENSHOTS=1.
+SCREENSHOT = REPO / "docs" / "destinations" / "phoenix-annotation.png"
+
+
+def test_phoenix_shows_the_thumbs_on_the_rated_span_in_its_ui(
+    phoenix: PhoenixServer, tmp_path: Path
+) -> None:
+    """Phoenix's own UI, in headless Chromium: the rated span's annotations list the user's
+    thumbs as a HUMAN annotation with its comment, and the feedback span sits under the
+    message as an evaluator."""
+    provider = phoenix.tracer_provider()
+    delivered: list[str] = []
+    brixo_otel.configure(
+        tracer_provider=provider,
+        traces_endpoint="none",
+        retry_policy=FAST,
+        outbox_path=tmp_path / "outbox.db",
+        exporters=[PhoenixExporter(phoenix.url, project=PROJECT)],
+        on_delivered=lambda signal, destination: (
+            delivered.append(destination) if destination == "phoenix" else None
+        ),
+    )
+    message = new_id("msg")
+    try:
+
+        @brixo_otel.message(message_id=message, conversation_id=new_id("conv"), name="answer")
+        def answer() -> int:
+            llm = provider.get_tracer("llm").start_span(
+                f"chat {MODEL}", attributes={"gen_ai.request.model": MODEL}
+            )
+            llm.end()
+            return trace.get_current_span().get_span_context().span_id
+
+        span_id = f"{answer():016x}"
+        brixo_otel.feedback(
+            "thumbs_down", message_id=message, user_message="The renewal date is wrong"
+        )
+        wait_for(lambda: delivered or None, 20.0, "the annotation")
+        assert brixo_otel.flush(timeout=10)
+    finally:
+        brixo_otel.shutdown(timeout=5.0)
+        provider.shutdown()
+    span = phoenix.wait_for_span(span_id)
+    trace_id = span["context"]["trace_id"]
+    wait_for(
+        lambda: phoenix.find_spans({"trace_id": trace_id, "name": "brixo.feedback"}) or None,
+        20.0,
+        "the feedback span",
+    )
+    projects = phoenix.http.get("/v1/projects").json()["data"]
+    [project_id] = [p["id"] for p in projects if p["name"] == PROJECT]
+
+    target = SCREENSHOT if os.environ.get("UPDATE_DOCS_SCREENSHOTS") == "1" else tmp_path / "p.png"
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1600, "height": 900})
+        page.goto(
+            f"{phoenix.url}/projects/{project_id}/traces/{trace_id}"
+            f"?selectedSpanNodeId={span['id']}",
+            wait_until="networkidle",
+            timeout=30_000,
+        )
+        toggle = page.get_by_role("button", name="Annotations", exact=True)
+        toggle.wait_for(timeout=20_000)
+        if toggle.get_attribute("aria-expanded") != "true":
+            toggle.click()
+        card = page.locator("section").filter(has=toggle)
+        card.get_by_role("radio", name="Table").or_(
+            card.get_by_role("button", name="Table")
+        ).first.click(timeout=10_000)
+        row = card.get_by_role("row").filter(has_text="HUMAN")
+        row.first.wait_for(timeout=10_000)
+        text = row.first.inner_text()
+        assert "user_feedback" in text and "thumbs_down" in text
+        assert "The renewal date is wrong" in text
+        assert page.get_by_text("brixo.feedback").first.is_visible()
+        page.screenshot(path=str(target))
+    assert target.stat().st_size > 10_000

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import random
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -23,6 +25,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 import brixo_otel
 from brixo_otel._errors import ConfigurationError
+from brixo_otel._exporter import MemoryExporterState
 from brixo_otel._signal import RatedSpan, Signal, retraction, validate
 from brixo_otel.exporters import DeliveryStatus
 from brixo_otel.exporters._langfuse import LangfuseExporter, score_id
@@ -324,3 +327,54 @@ def test_the_traces_endpoint_refuses_an_export_without_the_keys(
         trust_env=False,
     )
     assert response.status_code == 401
+
+
+# -- state: durable, ordered, shared ------------------------------------------------------------
+
+
+def test_the_newest_rating_wins_however_concurrent_deliveries_interleave(
+    langfuse: LangfuseContractServer, exporter: LangfuseExporter
+) -> None:
+    rated = RatedSpan(3, 4, {})
+    signals = [
+        rating("thumbs_up" if i % 2 else "thumbs_down", rated, "msg-race", at=i) for i in range(12)
+    ]
+    random.Random(7).shuffle(signals)
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(exporter.export, signals))
+
+    assert {r.status for r in results} == {DeliveryStatus.DELIVERED}
+    [score] = langfuse.scores()
+    newest = max(signals, key=lambda s: s.occurred_at)
+    assert score["metadata"]["brixo.signal.id"] == newest.id
+
+
+def test_what_was_applied_is_remembered_in_the_exporters_state(
+    langfuse: LangfuseContractServer,
+) -> None:
+    """A restarted process (a new exporter on the same outbox state) still skips a rating older
+    than the one applied; a state it cannot read is treated as new, never as an error."""
+    state = MemoryExporterState()
+    rated = RatedSpan(5, 6, {})
+    first = LangfuseExporter(PUBLIC, SECRET, base_url=langfuse.url)
+    first.bind_state(state)
+    assert (
+        first.export(rating("thumbs_down", rated, "msg-9", at=10)).status
+        is DeliveryStatus.DELIVERED
+    )
+    first.shutdown()
+
+    again = LangfuseExporter(PUBLIC, SECRET, base_url=langfuse.url)
+    again.bind_state(state)
+    try:
+        late = again.export(rating("thumbs_up", rated, "msg-9", at=1))
+        assert "superseded" in late.reason
+        state.set("message:msg-9", "{not json")
+        assert (
+            again.export(rating("thumbs_up", rated, "msg-9", at=2)).status
+            is DeliveryStatus.DELIVERED
+        )
+    finally:
+        again.shutdown()
+    [score] = langfuse.scores()
+    assert score["value"] == 1

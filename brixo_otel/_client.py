@@ -11,6 +11,7 @@ OpenTelemetry record, every destination — is a stage of the durable pipeline (
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import sqlite3
 import threading
@@ -39,7 +40,7 @@ from brixo_otel._feedback._span import SignalIdGenerator
 from brixo_otel._instrument._processor import BrixoSpanProcessor
 from brixo_otel._instrument._scope import current_message
 from brixo_otel._instrument._trace_export import TraceExport
-from brixo_otel._internal import guard
+from brixo_otel._internal import guard, log_rate_limited
 from brixo_otel._policies import OutboxLimits, RetryPolicy
 from brixo_otel._settings import MEMORY_OUTBOX, Settings, resolve
 from brixo_otel._signal import RatedSpan, Signal, SpanRef, retraction, validate
@@ -111,7 +112,14 @@ class Client:
         # metric dimensions must be kept too: feedback in another process reads them from here
         self._indexed_attributes = tuple(dict.fromkeys((*indexed, *dimensions)))
         self._exporters = list(settings.exporters or self._default_exporters())
-        outbox = _open_outbox(settings)
+        if not self._exporters:
+            log_rate_limited(
+                logging.WARNING,
+                "feedback:no-destination",
+                "brixo_otel: no signal destination is configured (set BRIXO_API_KEY or pass "
+                "exporters=[...]); feedback is recorded in OpenTelemetry only",
+            )
+        self._outbox = outbox = _open_outbox(settings)
         self._closed = False
         self._lock = threading.Lock()
         try:
@@ -409,7 +417,10 @@ class Client:
         with guard("shutting down"):
             if self._trace_export is not None:
                 self._trace_export.shutdown(deadline)
-            self._signals.shutdown(max(0.0, deadline - time.monotonic()))
+            # A worker still busy past the deadline (a hung destination) keeps the outbox; it is
+            # a daemon thread and holds nothing the next process needs.
+            if self._signals.shutdown(max(0.0, deadline - time.monotonic())):
+                self._outbox.close()
         close = getattr(self.span_index, "close", None)
         if callable(close):
             with guard("closing the span index"):

@@ -3,15 +3,16 @@ retries, and a look at the outbox's dead letters."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import brixo_otel
 from brixo_otel import RetryPolicy
-from brixo_otel._client import ErrorHook
 from brixo_otel._delivery._outbox import Outbox
 from brixo_otel.exporters import SignalExporter
 from brixo_otel.testing import SpanCapture
+
+ErrorHook = Callable[[brixo_otel.Signal, str, str], None]
 
 #: Retries in tens of milliseconds, so a test sees several attempts within a second.
 FAST = RetryPolicy(initial_backoff=0.02, max_backoff=0.2)

@@ -14,14 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from brixo_otel import OutboxLimits
+from brixo_otel._delivery._outbox import CORRUPT_ROW, Outbox, OutboxClosed, OutboxFull
 from brixo_otel._signal import Signal, validate
-from brixo_otel._delivery._outbox import (
-    CORRUPT_ROW,
-    Outbox,
-    OutboxClosed,
-    OutboxFull,
-    OutboxLimits,
-)
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import brixo_otel
-from brixo_otel import _env
+from brixo_otel import _settings
 from brixo_otel.exporters import InMemorySignalExporter
 from brixo_otel.testing import SpanCapture
 
@@ -33,6 +33,7 @@ PUBLIC = {
     # the types those calls take and return
     "Client",
     "Signal",
+    "UnknownMessage",
     "InvalidSignal",
     "ConfigurationError",
     "RetryPolicy",
@@ -55,7 +56,7 @@ def test_package_ships_py_typed() -> None:
 
 def test_configuration_docs_list_every_environment_variable() -> None:
     docs = (ROOT / "docs" / "configuration.md").read_text()
-    assert _env.markdown_table() in docs
+    assert _settings.markdown_tables() in docs
 
 
 def test_arguments_win_over_environment(

@@ -16,7 +16,10 @@ deleted or replaced under it, recreates it and copies over what the old, still o
 holds; it also checkpoints the WAL so that the files on disk respect the byte cap.
 
 Connections never cross a fork: a child sets the inherited ones aside untouched (closing one could
-roll back into the parent's shared WAL) and opens its own. Nothing is locked before a fork.
+roll back into the parent's shared WAL) and opens its own. SQLite's own per-process lock records
+are copied into a child as they are at the fork, so a fork in the middle of one of our
+transactions could leave the child unable to use the file: before a fork we wait for the
+transactions in progress, but only `FORK_WAIT_SECONDS` in all, so `os.fork()` is never held up.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import socket
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final
@@ -47,6 +51,9 @@ BUSY_TIMEOUT_MS: Final = 5000
 APP_WAIT_SECONDS: Final = 0.02
 #: Checkpoint the WAL back into the database once it is this large (or an eighth of the cap).
 WAL_CHECKPOINT_BYTES: Final = 4 * 1024 * 1024
+
+#: Longest `os.fork()` waits, in all, for our transactions in progress to end.
+FORK_WAIT_SECONDS: Final = 0.05
 
 SCHEMA_VERSION: Final = 3
 
@@ -135,6 +142,7 @@ class OutboxDatabase:
         with self._lock:
             self._connection()
         after_fork_in_child(self, OutboxDatabase._init_process_state)
+        _live.add(self)
 
     def _init_process_state(self) -> None:
         """Locks and connections of this process; a forked child starts here again."""
@@ -376,3 +384,33 @@ def rollback(conn: sqlite3.Connection) -> None:
     if conn.in_transaction:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
+
+
+_live: weakref.WeakSet[OutboxDatabase] = weakref.WeakSet()
+_held_for_fork: list[threading.Lock] = []
+
+
+def _before_fork() -> None:
+    """Wait, briefly, for transactions in progress, so no child inherits one half done."""
+    deadline = time.monotonic() + FORK_WAIT_SECONDS
+    for database in list(_live):
+        for lock in (database._lock, database._app_lock):
+            if lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                _held_for_fork.append(lock)
+
+
+def _after_fork_in_parent() -> None:
+    while _held_for_fork:
+        _held_for_fork.pop().release()
+
+
+def _after_fork_in_child() -> None:
+    _held_for_fork.clear()  # the child's databases get fresh locks (`_init_process_state`)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )

@@ -341,8 +341,11 @@ class Outbox(AdminQueries, ExporterStateStore, OutboxDatabase):
 
     # -- reading ----------------------------------------------------------------------------
 
-    def pending_count(self, destinations: Collection[str] | None = None) -> int:
-        """Rows still to deliver: pending and in flight."""
+    def pending_count(
+        self, destinations: Collection[str] | None = None, *, except_waiting: str | None = None
+    ) -> int:
+        """Rows still to deliver: pending and in flight. `except_waiting` names a stage whose
+        pending rows that were already tried once (waiting for something) are not counted."""
         sql = "SELECT COUNT(*) FROM deliveries WHERE state IN (0, 1)"
         params: tuple[str, ...] = ()
         if destinations is not None:
@@ -350,6 +353,9 @@ class Outbox(AdminQueries, ExporterStateStore, OutboxDatabase):
                 return 0
             params = tuple(destinations)
             sql += f" AND destination IN ({','.join('?' * len(params))})"
+        if except_waiting is not None:
+            sql += " AND NOT (destination = ? AND state = 0 AND attempts > 0)"
+            params = (*params, except_waiting)
         with self._reading() as conn:
             count: int = conn.execute(sql, params).fetchone()[0]
         return count

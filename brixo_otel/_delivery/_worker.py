@@ -289,8 +289,6 @@ class SignalProcessor:
                     name,
                     exc_info=True,
                 )
-        if self._shutdown_result:
-            self._outbox.close()
         return self._shutdown_result
 
     # -- worker ---------------------------------------------------------------------------------
@@ -523,7 +521,7 @@ class SignalProcessor:
         signal = stage.signal
         first = stage.attempts == 0
         age = max(0.0, time.time() - stage.created_at)
-        if resolved is None and age >= self._link_window:
+        if resolved is None and (age >= self._link_window or self._index is None):
             resolved = dataclasses.replace(signal, link_status="unresolved")
             logger.debug(
                 "brixo_otel: signal %s: no span for message %r within the link window (%.0f s);"
@@ -786,8 +784,9 @@ class SignalProcessor:
             signal.id,
             reason,
         )
-        self._metrics.refused(LINK_STAGE, kind)
-        self._callback("on_error", self._on_error, signal, LINK_STAGE, reason)
+        for destination in self._exporters:  # refused for each of them
+            self._metrics.refused(destination, kind)
+            self._callback("on_error", self._on_error, signal, destination, reason)
 
     def _count_corrupt(self, destination: str) -> None:
         # No `on_error`: a corrupt row has no signal to hand it (counted, logged, kept dead).
@@ -811,10 +810,13 @@ class SignalProcessor:
     # -- state ----------------------------------------------------------------------------------
 
     def _nothing_pending(self) -> bool:
+        """Nothing held, pending or in flight — apart from signals waiting, within the link
+        window, for the span they rate to appear: those wait for another process or a late
+        span, not for delivery, and stay in the outbox across restarts."""
         if self._held:
             return False
         try:
-            return self._outbox.pending_count(self._destinations) == 0
+            return self._outbox.pending_count(self._destinations, except_waiting=LINK_STAGE) == 0
         except (sqlite3.Error, OutboxClosed, OSError):
             return False
 

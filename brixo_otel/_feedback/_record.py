@@ -38,6 +38,8 @@ class OpenTelemetryRecord(SignalExporter):
     """Emits a signal's span, log event and counter; takes every valid signal."""
 
     name = RECORD_STAGE
+    #: The span is emitted in the rated trace, so it waits for the link stage to find it.
+    needs_rated_span = True
 
     def __init__(
         self,

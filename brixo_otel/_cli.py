@@ -70,7 +70,7 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"destinations": stats, "rows": rows, "bytes": stored}, indent=2))
         return 0
-    columns = ("pending", "in_flight", "delivered", "dead", "corrupt")
+    columns = ("pending", "in_flight", "delivered", "skipped", "dead", "corrupt")
     print(f"{'destination':<16}" + "".join(f"{c:>11}" for c in columns))
     for destination, counts in sorted(stats.items()):
         print(f"{destination:<16}" + "".join(f"{counts.get(c, 0):>11}" for c in columns))

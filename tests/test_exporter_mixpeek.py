@@ -14,9 +14,9 @@ import pytest
 
 import brixo_otel
 from brixo_otel._cli import main as cli
+from brixo_otel._delivery._outbox import Outbox
 from brixo_otel._errors import ConfigurationError
 from brixo_otel._signal import Signal, retraction, validate
-from brixo_otel._delivery._outbox import Outbox
 from brixo_otel.exporters import DeliveryStatus, InMemorySignalExporter
 from brixo_otel.exporters._dixa import DixaExporter
 from brixo_otel.exporters._mixpeek import MixpeekExporter, MixpeekReceipt
@@ -199,15 +199,15 @@ def test_what_mixpeek_accepts() -> None:
         mixpeek.shutdown()
 
 
-def test_csat_on_a_message_with_only_mixpeek_is_refused(
+def test_what_mixpeek_cannot_take_is_skipped_not_refused(
     server: MixpeekContractServer, outbox: Path
 ) -> None:
-    connect([MixpeekExporter(KEY, NAMESPACE, server.url)], outbox)
-    with pytest.raises(brixo_otel.InvalidSignal, match=r"no configured destination \(mixpeek\)"):
-        brixo_otel.feedback("csat", score=4, message_id="m", conversation_id="ses")
-    with pytest.raises(brixo_otel.InvalidSignal):
-        brixo_otel.feedback("thumbs_up", message_id="m")  # no conversation known: no session
+    client = connect([MixpeekExporter(KEY, NAMESPACE, server.url)], outbox)
+    brixo_otel.feedback("csat", score=4, message_id="m", conversation_id="ses")
+    brixo_otel.feedback("thumbs_up", message_id="m")  # no conversation known: no session
+    assert brixo_otel.flush(timeout=5)
     assert server.requests() == []
+    assert client._outbox.stats()["mixpeek"]["skipped"] == 2
 
 
 # --- errors -------------------------------------------------------------------------------------
@@ -347,11 +347,16 @@ def test_fan_out_with_mixpeek_down(
 
         assert cli(["outbox", "status", "--path", str(outbox)]) == 0
         table = capsys.readouterr().out.splitlines()
-        rows = {line.split()[0]: [int(n) for n in line.split()[1:]] for line in table[1:-1]}
-        # columns: pending, in_flight, delivered, dead, corrupt
-        assert rows["memory"][2] == 2 and rows["dixa"][2] == 1
-        assert rows["mixpeek"][0] + rows["mixpeek"][1] == 1 and rows["mixpeek"][2] == 0
-        assert rows["mixpeek"][3] == 0  # retrying, not dead
+        header = table[0].split()[1:]
+        rows = {
+            line.split()[0]: dict(zip(header, map(int, line.split()[1:]), strict=True))
+            for line in table[1:-1]
+        }
+        assert rows["memory"]["delivered"] == 2 and rows["dixa"]["delivered"] == 1
+        mixpeek = rows["mixpeek"]
+        assert mixpeek["pending"] + mixpeek["in_flight"] == 1 and mixpeek["delivered"] == 0
+        assert mixpeek["dead"] == 0  # retrying, not dead
+        assert mixpeek["skipped"] == 1  # a csat on a conversation is not Mixpeek's
 
         server.clear_faults()  # Mixpeek recovers: the kept row goes out
         assert brixo_otel.flush(timeout=10)

@@ -891,7 +891,9 @@ def test_brixo_server_error_detail_reaches_the_reason(
     brixo.register_message("msg_1042")
     brixo.fail_next(1, 400, body={"errors": [{"status": "400", "detail": "value is not allowed"}]})
     result = brixo_exporter.export(message_signal())
-    assert result == DeliveryResult(DeliveryStatus.PERMANENT, "HTTP 400: value is not allowed")
+    assert result == DeliveryResult(
+        DeliveryStatus.PERMANENT, "HTTP 400: value is not allowed", http_status=400
+    )
 
 
 def test_brixo_server_dropped_connection_is_retried(

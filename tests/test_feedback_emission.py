@@ -164,8 +164,9 @@ def test_a_span_that_appears_within_the_window_is_linked(
     local(link_window=30)
     signal = brixo_otel.feedback("thumbs_up", message_id="late")  # before the message exists
     wait_for(
-        lambda: brixo_otel.get_client()._outbox.stats().get("brixo.link", {}).get("pending")
-        or None,
+        lambda: (
+            brixo_otel.get_client()._outbox.stats().get("brixo.link", {}).get("pending") or None
+        ),
         5,
         "the link stage to wait for the span",
         interval=0.02,

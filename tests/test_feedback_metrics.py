@@ -71,6 +71,7 @@ def test_thumbs_and_messages_are_counted_by_the_model_of_the_rated_message(
     brixo_otel.feedback("thumbs_down", message_id="m-1")
     brixo_otel.feedback("thumbs_up", message_id="m-3")
     brixo_otel.feedback("thumbs_up", conversation_id="c")
+    assert brixo_otel.flush(timeout=5)  # counted by the pipeline, once the rated span is known
 
     v7 = (attrs.AGENT_VERSION, "v7")  # from configure(), carried on the message span
     gpt, haiku = (attrs.GEN_AI_REQUEST_MODEL, "gpt-5"), (attrs.GEN_AI_REQUEST_MODEL, "haiku")
@@ -84,11 +85,12 @@ def test_thumbs_and_messages_are_counted_by_the_model_of_the_rated_message(
         ((attrs.SIGNAL_TARGET, "conversation"), up): 1,
     }
     # the feedback span carries the rated message's model too, gathered from the child span
-    feedback_models = [
-        s.attributes.get(attrs.GEN_AI_REQUEST_MODEL)
+    # (namespaced: a bare gen_ai.request.model would make backends count it as an LLM call)
+    feedback_models = sorted(
+        str(s.attributes.get("brixo.rated." + attrs.GEN_AI_REQUEST_MODEL))
         for s in capture.spans(attrs.FEEDBACK_SPAN_NAME)
-    ]
-    assert feedback_models == ["gpt-5", "gpt-5", "haiku", None]
+    )
+    assert feedback_models == ["None", "gpt-5", "gpt-5", "haiku"]
 
 
 def test_metric_dimensions_are_an_allow_list_without_ids(
@@ -146,10 +148,11 @@ def test_indexed_attributes_are_configurable(capture: SpanCapture, metrics: Metr
 
     answer()
     brixo_otel.feedback("thumbs_up", message_id="m")
+    assert brixo_otel.flush(timeout=5)
     feedback = capture.one(attrs.FEEDBACK_SPAN_NAME)
-    assert feedback.attributes["app.route"] == "/chat"
-    assert "app.secret" not in feedback.attributes
+    assert feedback.attributes["brixo.rated.app.route"] == "/chat"
+    assert "brixo.rated.app.secret" not in feedback.attributes
     # the model is a metric dimension, so it is kept as well
-    assert feedback.attributes[attrs.GEN_AI_REQUEST_MODEL] == "gpt-5"
+    assert feedback.attributes["brixo.rated." + attrs.GEN_AI_REQUEST_MODEL] == "gpt-5"
     with pytest.raises(TypeError, match="indexed_attributes must be a list"):
         configure(capture, metrics, indexed_attributes="app.route")

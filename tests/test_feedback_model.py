@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import brixo_otel
+from brixo_otel import InvalidSignal
 from brixo_otel._signal import (
     MAX_ID_LENGTH,
     MAX_USER_MESSAGE_LENGTH,
@@ -107,13 +108,17 @@ def test_signal_ids_are_unique_uuid7_and_sortable() -> None:
     assert ids[0][:8] <= ids[-1][:8]
 
 
+#: Text the model accepts: no lone surrogates (not UTF-8) and no NUL (refused, see below).
+_TEXT = st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00")
+
+
 @given(
     value=st.sampled_from(["thumbs_up", "thumbs_down"]),
-    message_id=st.text(min_size=1, max_size=60).filter(str.strip),
-    user_message=st.none() | st.text(max_size=200),
+    message_id=st.text(_TEXT, min_size=1, max_size=60).filter(str.strip),
+    user_message=st.none() | st.text(_TEXT, max_size=200),
     occurred_at=st.datetimes(
         min_value=datetime(1971, 1, 1),
-        max_value=datetime(9000, 1, 1),
+        max_value=datetime(8999, 12, 31),
         timezones=st.just(timezone.utc),
     ),
 )
@@ -132,3 +137,44 @@ def test_signal_survives_the_outbox_encoding(
     )
     # the wire carries milliseconds
     assert abs(restored.occurred_at - signal.occurred_at) < timedelta(milliseconds=1)
+
+
+@pytest.mark.parametrize(
+    ("field", "bad"),
+    [
+        ("message_id", "half \ud800 pair"),
+        ("user_message", "lone \udfff"),
+        ("message_id", "nul\x00inside"),
+    ],
+)
+def test_text_that_cannot_be_delivered_is_refused_at_the_call(field: str, bad: str) -> None:
+    """Lone surrogates cannot be encoded as UTF-8: accepted, they would fail in the outbox,
+    silently for the caller. NUL is refused too (path segments and many servers reject it)."""
+    arguments: dict[str, object] = {"message_id": "m", field: bad}
+    with pytest.raises(InvalidSignal) as refused:
+        validate("thumbs_up", **arguments)
+    assert refused.value.field == field
+    assert refused.value.reason == "malformed"
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(1, 1, 1, tzinfo=timezone.utc),
+        datetime(9999, 12, 31, 23, 59, tzinfo=timezone.utc),
+        datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5))),  # overflows on conversion
+        "0001-01-01T00:00:00+05:00",
+        "9999-12-31T23:59:59-05:00",
+    ],
+)
+def test_moments_at_the_ends_of_the_range_are_refused_not_raised(moment: object) -> None:
+    with pytest.raises(InvalidSignal) as refused:
+        validate("thumbs_up", message_id="m", occurred_at=moment)
+    assert refused.value.field == "occurred_at"
+    assert refused.value.reason in ("out_of_range", "malformed")
+
+
+def test_a_reason_tag_ending_in_a_newline_is_refused() -> None:
+    with pytest.raises(InvalidSignal) as refused:
+        validate("thumbs_up", message_id="m", reasons=["too_long\n"])
+    assert refused.value.field == "reasons"

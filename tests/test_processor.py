@@ -21,13 +21,12 @@ from opentelemetry import context as otel_context
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from brixo_otel._errors import ConfigurationError
-from brixo_otel._signal import Signal, validate
 from brixo_otel._delivery._outbox import Outbox
-from brixo_otel._policies import OutboxLimits
-from brixo_otel._delivery._worker import SignalProcessor
-from brixo_otel._policies import RetryPolicy
 from brixo_otel._delivery._retry import backoff_delay, retry_delay
+from brixo_otel._delivery._worker import SignalProcessor
+from brixo_otel._errors import ConfigurationError
+from brixo_otel._policies import OutboxLimits, RetryPolicy
+from brixo_otel._signal import Signal, validate
 from brixo_otel.exporters import DeliveryResult, DeliveryStatus, SignalExporter
 
 pytestmark = pytest.mark.timeout(60)

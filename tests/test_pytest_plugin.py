@@ -164,7 +164,7 @@ def test_brixo_client_captures_spans_and_signals_and_leaves_no_default(
     pytester.makepyfile(
         """
         import brixo_otel
-        from brixo_otel import _client
+        from brixo_otel import _api
 
         def test_round_trip(brixo_client, span_capture, signal_capture):
             @brixo_otel.message(message_id="m-1", name="answer")
@@ -179,7 +179,7 @@ def test_brixo_client_captures_spans_and_signals_and_leaves_no_default(
             assert feedback.parent.span_id == span_capture.one("answer").context.span_id
 
         def test_no_client_left_over():
-            assert _client.current() is None
+            assert _api.current() is None
         """
     )
 

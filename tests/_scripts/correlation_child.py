@@ -2,14 +2,18 @@
 
 `answer`: produce a decorated assistant message (the model on a child span, as LLM
 instrumentations do) and print its trace id, span id and a link token.
-`feedback`: give feedback on that message, by id (through the shared index) or by token, and
-print the `brixo.feedback` span and the feedback metric points this process recorded.
+`feedback`: give feedback on that message, by id (through the shared index) or by token, wait
+(bounded, within the link window) for the pipeline to emit it, and print the `brixo.feedback`
+span and the feedback metric points this process recorded. With `--ready` it first prints
+`{"committed": true}` and waits for a line on stdin: the test then makes process A answer, so
+the feedback was committed before A's message (and its index write) existed.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -34,6 +38,7 @@ def main() -> None:
         traces_endpoint="none",
         exporters=[InMemorySignalExporter()],
         outbox_path=":memory:",
+        link_window=30,
     )
     if mode == "answer":
 
@@ -55,8 +60,16 @@ def main() -> None:
             )
         )
     else:
-        token = sys.argv[4] if len(sys.argv) > 4 else None
+        extra = sys.argv[4:]
+        ready = "--ready" in extra
+        token = next((arg for arg in extra if arg != "--ready"), None)
         brixo_otel.feedback("thumbs_up", message_id=message_id or None, link=token)
+        if ready:
+            print(json.dumps({"committed": True}), flush=True)
+            sys.stdin.readline()
+        deadline = time.monotonic() + 25
+        while not capture.spans(attrs.FEEDBACK_SPAN_NAME) and time.monotonic() < deadline:
+            time.sleep(0.02)  # the pipeline links as soon as A's span is in the shared index
         span = capture.one(attrs.FEEDBACK_SPAN_NAME)
         points = [
             dict(point.attributes)

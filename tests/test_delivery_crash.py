@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from brixo_otel._signal import Signal, validate
 from brixo_otel._delivery._outbox import Outbox
 from brixo_otel._delivery._worker import SignalProcessor
 from brixo_otel._policies import RetryPolicy
+from brixo_otel._signal import Signal, validate
 from brixo_otel.exporters import DeliveryResult, SignalExporter
 
 pytestmark = pytest.mark.timeout(60)

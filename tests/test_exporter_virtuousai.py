@@ -20,9 +20,9 @@ import httpx
 import pytest
 
 import brixo_otel
+from brixo_otel._delivery._outbox import Outbox
 from brixo_otel._errors import ConfigurationError
 from brixo_otel._signal import Signal, retraction, validate
-from brixo_otel._delivery._outbox import Outbox
 from brixo_otel.exporters import DeliveryStatus
 from brixo_otel.exporters._http import USER_AGENT
 from brixo_otel.exporters._virtuousai import (

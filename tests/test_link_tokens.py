@@ -22,8 +22,7 @@ from brixo_otel._correlation._tokens import (
     decode_link_token,
     encode_link_token,
 )
-from brixo_otel._errors import ConfigurationError
-from brixo_otel._errors import InvalidSignal
+from brixo_otel._errors import ConfigurationError, InvalidSignal
 
 SECRET = b"0123456789abcdef-test-secret-xyz"
 OTHER_SECRET = b"fedcba9876543210-other-secret-xy"

@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 from brixo_otel._delivery import _worker as _processor
-from brixo_otel._signal import Signal, validate
 from brixo_otel._delivery._outbox import Outbox
 from brixo_otel._delivery._worker import SignalProcessor
 from brixo_otel._policies import RetryPolicy
+from brixo_otel._signal import Signal, validate
 from brixo_otel.exporters import DeliveryResult, SignalExporter
 
 

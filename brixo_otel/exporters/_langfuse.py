@@ -12,6 +12,7 @@ hex, `observationId` as 16) are what Langfuse's own OTLP ingestion gives the tra
 from __future__ import annotations
 
 import base64
+import dataclasses
 import uuid
 from typing import Any, Final
 
@@ -89,9 +90,7 @@ class LangfuseExporter(SpanAddressedExporter):
         # The encoded pair is as secret as the key itself: cut it out too.
         result = super().export(signal)
         if self._basic in result.reason:
-            return DeliveryResult(
-                result.status, scrub(result.reason, self._basic), result.retry_after
-            )
+            return dataclasses.replace(result, reason=scrub(result.reason, self._basic))
         return result
 
     def accepts(self, signal: Signal) -> bool:

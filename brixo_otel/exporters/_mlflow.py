@@ -15,6 +15,7 @@ not taken (they are skipped, visibly, as for any destination that cannot take a 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from typing import Any, Final
@@ -174,16 +175,14 @@ class MLflowExporter(SpanAddressedExporter):
         result = self._send(
             "POST", _assessments(trace), self.assessment_for(signal, wanted), on_success=keep
         )
-        if result.status is DeliveryStatus.RETRY and "constraint violation" in result.reason:
+        if result.http_status == 500 and "constraint violation" in result.reason:
             # The assessment exists already (an earlier rating, or a create whose answer was
             # lost): bring it up to this rating.
             placed = _Placed(trace, wanted)
             return self._patch(placed, signal)
         if result.status is DeliveryStatus.NOT_FOUND:
-            return DeliveryResult(
-                DeliveryStatus.NOT_FOUND,
-                f"MLflow has not ingested the rated trace yet: {result.reason}",
-            )
+            reason = f"MLflow has not ingested the rated trace yet: {result.reason}"
+            return dataclasses.replace(result, reason=reason)
         if result.status is DeliveryStatus.DELIVERED:
             self._save_mark(signal, Mark.of(signal, placed=True, ref=answered[0].dumps()))
         return result

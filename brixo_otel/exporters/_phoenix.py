@@ -20,13 +20,13 @@ rating applied, so a retry that arrives after a newer rating cannot overwrite it
 from __future__ import annotations
 
 import abc
+import dataclasses
 import json
 import logging
 import threading
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, Final
 
 import httpx
@@ -92,7 +92,7 @@ def rating_key(signal: Signal) -> str:
     return f"{signal.target}:{signal.target_id}"
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Mark:
     """What an exporter's durable state remembers about one rated message or conversation.
 
@@ -378,10 +378,8 @@ class PhoenixExporter(SpanAddressedExporter):
             self._save_mark(signal, Mark.of(signal, placed=True))
         elif result.status is DeliveryStatus.NOT_FOUND:
             what = "rated span" if kind == "span" else "session (conversation)"
-            return DeliveryResult(
-                DeliveryStatus.NOT_FOUND,
-                f"Phoenix has not ingested the {what} yet: {result.reason}",
-            )
+            reason = f"Phoenix has not ingested the {what} yet: {result.reason}"
+            return dataclasses.replace(result, reason=reason)
         return result
 
     def _retract(self, signal: Signal, mark: Mark | None) -> DeliveryResult:

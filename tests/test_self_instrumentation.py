@@ -13,6 +13,7 @@ from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 import brixo_otel
 from brixo_otel import RetryPolicy
 from brixo_otel.testing import BrixoTestServer, SpanCapture
+from tests._services import wait_for
 
 
 @pytest.fixture
@@ -35,6 +36,7 @@ def test_deliveries_create_no_http_spans(
         tracer_provider=instrumented.provider,
         outbox_path=tmp_path / "outbox.db",
         retry_policy=RetryPolicy(initial_backoff=0.02, max_backoff=0.1),
+        link_window=0.2,  # the rated message is unknown here: its feedback spans go unlinked
     )
     brixo_server.register_message("m")
     brixo_server.fail_next(1, 503)  # a retry too: still no span
@@ -42,6 +44,9 @@ def test_deliveries_create_no_http_spans(
         brixo_otel.feedback("thumbs_up", message_id="m")
     assert brixo_otel.flush(timeout=10)
     assert len(brixo_server.signals()) == 3
+    wait_for(
+        lambda: len(instrumented.spans("brixo.feedback")) == 3 or None, 10, "the feedback spans"
+    )
 
     # the instrumentation does work for the app's own requests
     with httpx.Client() as client:

@@ -45,7 +45,12 @@ class BrixoSignalExporter(HttpSignalExporter):
 
     One pooled keep-alive client serves the processor's concurrent export threads. A client
     passed in stays the caller's: it is used as is and never closed here.
+
+    The Signals API answers 404 for a message whose trace it has not ingested: a first attempt
+    waits (up to 30 s) while the rated span is still in brixo-otel's own trace export queue.
     """
+
+    waits_for_trace_export = True
 
     def __init__(
         self,

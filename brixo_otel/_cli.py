@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+from brixo_otel._delivery._worker import LINK_STAGE
 from brixo_otel._settings import FIELDS, default_outbox_path
 
 if TYPE_CHECKING:
@@ -70,11 +71,18 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"destinations": stats, "rows": rows, "bytes": stored}, indent=2))
         return 0
+    links = stats.pop(LINK_STAGE, {})
     columns = ("pending", "in_flight", "delivered", "skipped", "dead", "corrupt")
     print(f"{'destination':<16}" + "".join(f"{c:>11}" for c in columns))
     for destination, counts in sorted(stats.items()):
         print(f"{destination:<16}" + "".join(f"{counts.get(c, 0):>11}" for c in columns))
     print(f"stored: {rows} rows, {stored} bytes")
+    waiting = links.get("pending", 0) + links.get("in_flight", 0)
+    print(
+        f"links: {links.get('linked', 0)} linked, {links.get('unresolved', 0)} unresolved "
+        f"(window closed first), {waiting} waiting for their span, "
+        f"{links.get('not_applicable', 0)} conversation ratings"
+    )
     return 0
 
 

@@ -350,7 +350,7 @@ def test_fan_out_with_mixpeek_down(
         header = table[0].split()[1:]
         rows = {
             line.split()[0]: dict(zip(header, map(int, line.split()[1:]), strict=True))
-            for line in table[1:-1]
+            for line in table[1:-2]
         }
         assert rows["memory"]["delivered"] == 2 and rows["dixa"]["delivered"] == 1
         mixpeek = rows["mixpeek"]

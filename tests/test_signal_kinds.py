@@ -87,12 +87,16 @@ def test_what_feedback_accepts_does_not_depend_on_the_destinations(
     header = table[0].split()
     rows = {
         line.split()[0]: dict(zip(header[1:], line.split()[1:], strict=True))
-        for line in table[1:-1]
+        for line in table[1:-2]
     }
     assert rows["brixo"]["delivered"] == "2"
     assert rows["brixo"]["skipped"] == "4"  # two csat, two retractions
     assert rows["memory"]["delivered"] == "3"
     assert rows["opentelemetry"]["delivered"] == "9"
+    assert table[-1] == (
+        "links: 0 linked, 0 unresolved (window closed first), 0 waiting for their span, "
+        "9 conversation ratings"
+    )
 
 
 def test_ratings_and_retractions_in_the_trace(capture: SpanCapture, local: Local) -> None:

@@ -148,6 +148,8 @@ class Outbox(AdminQueries, ExporterStateStore, OutboxDatabase):
             )
             for destination in skipped:
                 conn.execute(COUNT_SQL, (destination, "skipped", 1))
+            if keep_stage_until is None:  # how the stage ended: linked, unresolved, ...
+                conn.execute(COUNT_SQL, (stage.destination, signal.link_status, 1))
         return True
 
     def claim(

@@ -9,12 +9,14 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from brixo_otel._client import Client
+from brixo_otel._errors import ConfigurationError
 from brixo_otel._instrument import _current
 from brixo_otel._internal import logger
+from brixo_otel._settings import MEMORY_OUTBOX, check_names
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -49,6 +51,7 @@ def configure(**options: Any) -> Client:
     signals stay in the outbox for the new one).
     """
     global _default
+    check_names(options)  # an unknown name is told what is accepted, not just refused
     with _configure_lock:
         client = Client(**options)
         with _default_lock:
@@ -76,7 +79,16 @@ def get_client() -> Client:
         client = _default
     if client is None:
         logger.info("brixo_otel: configuring from the environment on first use")
-        client = configure()
+        try:
+            client = configure()
+        except ConfigurationError as exc:
+            # The environment is lenient, so only the outbox can refuse here (e.g. a read-only
+            # state directory); feedback() must not raise it: keep signals in memory, loudly.
+            logger.error(
+                "brixo_otel: %s; until configure() is called, signals are kept in memory only",
+                exc,
+            )
+            client = configure(outbox_path=MEMORY_OUTBOX)
     return client
 
 
@@ -106,8 +118,22 @@ def _drop_self(function: Callable[..., Any], method: Callable[..., Any]) -> None
     )
 
 
+def _on_default_client_async(
+    method: Callable[Concatenate[Client, P], Awaitable[R]],
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    """`_on_default_client` for a coroutine method: the result is a coroutine function too, so
+    `inspect.iscoroutinefunction` (and frameworks that ask it) see what it is."""
+
+    @functools.wraps(method)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        return await method(get_client(), *args, **kwargs)
+
+    _drop_self(call, method)
+    return call
+
+
 feedback = _on_default_client(Client.feedback)
-afeedback = _on_default_client(Client.afeedback)
+afeedback = _on_default_client_async(Client.afeedback)
 retract_feedback = _on_default_client(Client.retract_feedback)
 link_token = _on_default_client(Client.link_token)
 

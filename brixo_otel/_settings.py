@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from brixo_otel import attributes as attrs
 from brixo_otel._errors import ConfigurationError
 from brixo_otel._exporter import SignalExporter
 from brixo_otel._internal import logger
 from brixo_otel._policies import OutboxLimits, RetryPolicy
-from brixo_otel._urls import check_endpoint_url, redacted_url
+from brixo_otel._urls import check_endpoint_url, shown_url
 
 DEFAULT_BASE_URL: Final = "https://api.brixo.com"
 DEFAULT_TRACES_ENDPOINT: Final = "https://otel.brixo.com:4318/v1/traces"
@@ -34,6 +35,29 @@ TRACES_OFF: Final = "none"
 MEMORY_OUTBOX: Final = ":memory:"
 #: Shortest link secret accepted: HMAC-SHA256 with fewer bytes is guessable offline.
 MIN_LINK_SECRET_BYTES: Final = 16
+
+FLAG_FORM: Final = "`true` or `false` (also `1`/`0`, `yes`/`no`, `on`/`off`)"
+#: What dimensions the feedback counters by default: what produced the rated message. Both the
+#: GenAI semantic conventions' names and OpenInference's are indexed, since either kind of LLM
+#: instrumentation may have made the span inside the message.
+DEFAULT_METRIC_DIMENSIONS: Final = (
+    attrs.GEN_AI_REQUEST_MODEL,
+    attrs.GEN_AI_PROVIDER_NAME,
+    attrs.GEN_AI_SYSTEM,
+    attrs.AGENT_VERSION,
+    attrs.ENVIRONMENT,
+)
+DEFAULT_INDEXED_ATTRIBUTES: Final = (
+    attrs.GEN_AI_REQUEST_MODEL,
+    attrs.GEN_AI_RESPONSE_MODEL,
+    attrs.GEN_AI_PROVIDER_NAME,
+    attrs.GEN_AI_SYSTEM,
+    attrs.LLM_MODEL_NAME,
+    attrs.LLM_PROVIDER,
+    attrs.AGENT_VERSION,
+    attrs.ENVIRONMENT,
+    attrs.SESSION_ID,
+)
 
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off", ""})
@@ -44,7 +68,6 @@ SPAN_INDEX_FORMS: Final = (
     "brixo-otel[redis]), or an object with put(message_id, span_context, attributes) and "
     "get(message_id)"
 )
-_USERINFO: Final = re.compile(r"(?<=://)[^/@]*@")
 
 #: A check gets the argument's name, the given value and the settings resolved before it (a URL
 #: check needs `allow_insecure_http`); it returns the value as stored, or raises.
@@ -70,9 +93,12 @@ def setting(
     parse: Callable[[str], Any] | None = None,
     shown_default: str | None = None,
     secret: bool = False,
+    env_form: str = "text",
 ) -> Any:
     """One row of the table. `parse` reads the variable's text (default: the text itself, then
-    `check`); `secret` keeps the value out of `repr`."""
+    `check`) and `env_form` says, in the docs, what that text may be; `shown_default` is the
+    default as the docs put it, when it is not a plain value; `secret` keeps the value out of
+    `repr` (and errors never echo it)."""
     factory_default: dict[str, Any] = (
         {"default_factory": lambda: default}
         if isinstance(default, (list, dict))
@@ -87,6 +113,7 @@ def setting(
             "parse": parse,
             "shown_default": shown_default,
             "secret": secret,
+            "env_form": env_form,
         },
         **factory_default,
     )
@@ -101,10 +128,16 @@ def _type_error(name: str, accepted: str, value: object) -> TypeError:
 
 def _shown(value: object) -> str:
     """A value as an error may echo it: URLs without userinfo or query, everything short."""
-    text = repr(value)
-    if isinstance(value, str) and "://" in value:
-        text = repr(redacted_url(value).split("?", 1)[0])
+    text = repr(shown_url(value) if isinstance(value, str) and "://" in value else value)
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _masked(value: str) -> str:
+    """A URL as `repr(Settings)` shows it: userinfo masked, a query replaced by `?***` (a Redis
+    URL may carry `?password=`)."""
+    shown = shown_url(value)
+    after_userinfo = value.partition("//")[2].rsplit("@", 1)[-1]
+    return shown + "?***" if "?" in after_userinfo.split("#", 1)[0] else shown
 
 
 def _optional_text(name: str, value: object, _: Mapping[str, Any]) -> str | None:
@@ -230,9 +263,8 @@ def _span_index(name: str, value: object, _: Mapping[str, Any]) -> object:
             path = text[len("sqlite:///") :]
             if path and path != ":memory:" and "?" not in path and "\x00" not in path:
                 return text
-        shown = _USERINFO.sub("***@", text).split("?", 1)[0]
         raise ConfigurationError(
-            f"{name} {shown[:200]!r} is not recognised; accepted: {SPAN_INDEX_FORMS}"
+            f"{name} {shown_url(text)[:200]!r} is not recognised; accepted: {SPAN_INDEX_FORMS}"
         )
     if callable(getattr(value, "put", None)) and callable(getattr(value, "get", None)):
         return value
@@ -358,12 +390,14 @@ class Settings:
         env="BRIXO_ALLOW_INSECURE_HTTP",
         check=_flag,
         parse=_parse_flag,
+        env_form=FLAG_FORM,
     )
     base_url: str = setting(
         "Base URL of the Signals API.",
         default=DEFAULT_BASE_URL,
         env="BRIXO_BASE_URL",
         check=_base_url,
+        env_form="an `https://` URL (`http://` for loopback)",
     )
     app_name: str | None = setting(
         "Resource attribute `brixo.app_name` (and `service.name` of a provider made here).",
@@ -384,6 +418,7 @@ class Settings:
         "Where traces go by OTLP/HTTP; `none` turns trace export off.",
         env="BRIXO_OTLP_TRACES_ENDPOINT",
         check=_traces_endpoint,
+        env_form="an `https://` URL (`http://` for loopback), or `none`",
         shown_default=f"`{DEFAULT_TRACES_ENDPOINT}` with an API key, else off",
     )
     traces_headers: Mapping[str, str] = setting(
@@ -394,6 +429,7 @@ class Settings:
         env="BRIXO_OTLP_TRACES_HEADERS",
         check=_headers,
         parse=_parse_headers,
+        env_form="`name=value` pairs separated by commas",
         shown_default="none",
         secret=True,
     )
@@ -401,6 +437,7 @@ class Settings:
         "SQLite file that holds signals until delivered; `:memory:` opts out of durability.",
         env="BRIXO_OUTBOX_PATH",
         check=_outbox_path,
+        env_form="a file path, or `:memory:`",
         shown_default="`$XDG_STATE_HOME/brixo-otel/outbox.db` (`~/.local/state/...`)",
     )
     span_index: Any = setting(
@@ -410,8 +447,8 @@ class Settings:
         default="memory",
         env="BRIXO_SPAN_INDEX",
         check=_span_index,
-        secret=True,  # a Redis URL may carry a password; repr shows it masked (see __repr__)
-    )
+        env_form="`memory`, a `sqlite:///` URL or a `redis://` / `rediss://` URL",
+    )  # a Redis URL may carry a password: repr masks every URL (see __repr__)
     link_secrets: tuple[bytes, ...] = setting(
         "Secret (at least 16 bytes) that signs link tokens, shared by every process that accepts "
         "them; a list (comma-separated in the variable) rotates it: the first signs, all verify.",
@@ -419,6 +456,7 @@ class Settings:
         env="BRIXO_LINK_SECRET",
         check=_link_secrets,
         parse=_parse_secrets,
+        env_form="a secret, or several separated by commas (the first signs)",
         shown_default="none",
         secret=True,
     )
@@ -429,6 +467,7 @@ class Settings:
         env="BRIXO_LINK_WINDOW",
         check=_positive_seconds,
         parse=float,
+        env_form="a positive number of seconds",
     )
     capture_content: bool = setting(
         "Record message content and user comments on spans.",
@@ -436,6 +475,7 @@ class Settings:
         env="BRIXO_CAPTURE_CONTENT",
         check=_flag,
         parse=_parse_flag,
+        env_form=FLAG_FORM,
     )
     tracer_provider: Any = setting(
         "The app's SDK TracerProvider; processors are added to it, it is never replaced.",
@@ -471,23 +511,28 @@ class Settings:
     )
     on_error: Any = setting(
         "`on_error(signal, destination, reason)`: called when a signal is dead-lettered or "
-        "refused.",
+        "refused (not for a corrupt outbox row, which has no signal to pass: that is logged and "
+        "counted).",
         check=_callback,
     )
     on_delivered: Any = setting(
         "`on_delivered(signal, destination)`: called after each delivery.",
         check=_callback,
     )
-    metric_dimensions: tuple[str, ...] | None = setting(
+    metric_dimensions: tuple[str, ...] = setting(
         "Attributes of the rated message that dimension the counters (ids are refused).",
+        default=DEFAULT_METRIC_DIMENSIONS,
         check=_names,
-        shown_default="model, provider, agent version, environment",
+        shown_default=", ".join(f"`{name}`" for name in DEFAULT_METRIC_DIMENSIONS),
     )
-    indexed_attributes: tuple[str, ...] | None = setting(
+    indexed_attributes: tuple[str, ...] = setting(
         "Attributes of a message (from its span and the spans inside it) kept with its span "
-        "context, for the feedback span and metrics.",
+        "context, for the feedback span and metrics; the metric dimensions are always kept too. "
+        "When several spans set one, the span that ends last wins, so the message span has the "
+        "final word.",
+        default=DEFAULT_INDEXED_ATTRIBUTES,
         check=_names,
-        shown_default="see docs/correlation.md",
+        shown_default=", ".join(f"`{name}`" for name in DEFAULT_INDEXED_ATTRIBUTES),
     )
 
     @property
@@ -503,8 +548,8 @@ class Settings:
         shown = []
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)
-            if item.name == "span_index" and isinstance(value, str):
-                shown.append(f"span_index={_USERINFO.sub('***@', value)!r}")
+            if isinstance(value, str) and "://" in value:  # a URL: may carry a password
+                shown.append(f"{item.name}={_masked(value)!r}")
             elif item.metadata["secret"]:
                 shown.append(f"{item.name}={'***' if value else value!r}")
             else:
@@ -522,14 +567,19 @@ def default_outbox_path() -> str:
     return str(Path(state_home) / "brixo-otel" / "outbox.db")
 
 
-def resolve(options: Mapping[str, Any]) -> Settings:
-    """Arguments over environment variables over defaults; explicit arguments are checked and
-    raise, variables are checked and fall back with a warning."""
+def check_names(options: Mapping[str, Any]) -> None:
+    """`TypeError` naming an unknown argument and every accepted one."""
     unknown = sorted(set(options) - set(ARGUMENTS))
     if unknown:
         raise TypeError(
             f"unknown argument(s) {', '.join(unknown)}; accepted: {', '.join(sorted(ARGUMENTS))}"
         )
+
+
+def resolve(options: Mapping[str, Any]) -> Settings:
+    """Arguments over environment variables over defaults; explicit arguments are checked and
+    raise, variables are checked and fall back with a warning."""
+    check_names(options)
     given = {ARGUMENTS[name]: value for name, value in options.items() if value is not None}
     resolved: dict[str, Any] = {}
     for name, item in FIELDS.items():  # in declaration order: a check may read earlier values
@@ -565,6 +615,7 @@ def environment_variables() -> list[str]:
 def markdown_tables() -> str:
     """The two tables of docs/configuration.md: arguments, then environment variables."""
     rows = ["| argument | environment variable | default | meaning |", "| --- | --- | --- | --- |"]
+    variables = ["| environment variable | argument | accepted text |", "| --- | --- | --- |"]
     for argument, name in ARGUMENTS.items():
         item = FIELDS[name]
         env = item.metadata["env"]
@@ -574,7 +625,9 @@ def markdown_tables() -> str:
         rows.append(
             f"| `{argument}` | {f'`{env}`' if env else '—'} | {default} | {item.metadata['doc']} |"
         )
-    return "\n".join(rows) + "\n"
+        if env:
+            variables.append(f"| `{env}` | `{argument}` | {item.metadata['env_form']} |")
+    return "\n".join(rows) + "\n\n" + "\n".join(variables) + "\n"
 
 
 if __name__ == "__main__":

@@ -24,6 +24,19 @@ def redacted_url(url: str) -> str:
     return _USERINFO.sub("//***@", url)
 
 
+def shown_url(url: str) -> str:
+    """The URL as an error may echo it: no userinfo, and no query or fragment (a signed URL or
+    a `?token=` carries its secret there).
+
+    Everything up to the last `@` after `//` counts as userinfo, so a password holding `/`, `?`
+    or `#` is never echoed in part; that may hide more than the userinfo, never less.
+    """
+    head, slashes, rest = url.partition("//")
+    if slashes and "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    return re.split(r"[?#]", head + slashes + rest, maxsplit=1)[0]
+
+
 def is_loopback_host(host: str) -> bool:
     """Whether `host` never leaves this machine, so plain http cannot be sniffed on a network."""
     host = host.lower().rstrip(".")
@@ -60,12 +73,15 @@ def check_endpoint_url(
     if not isinstance(url, str):
         raise ConfigurationError(f"{setting} must be a string URL, got {type(url).__name__}")
     url = url.strip()
-    shown = redacted_url(url)
+    shown = shown_url(url)
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - parsing the port validates it
-    except ValueError as exc:
-        raise ConfigurationError(f"{setting} {shown!r} is not a valid URL: {exc}") from None
+    except ValueError:  # its text may quote a piece of a password: not echoed
+        raise ConfigurationError(
+            f"{setting} {shown!r} is not a valid URL (its host or port cannot be read); "
+            f"e.g. {example!r}"
+        ) from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         raise ConfigurationError(

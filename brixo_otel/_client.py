@@ -10,12 +10,14 @@ OpenTelemetry record, every destination — is a stage of the durable pipeline (
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import logging
 import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -31,7 +33,7 @@ from brixo_otel._correlation._index import SpanIndex
 from brixo_otel._correlation._index_url import span_index_from
 from brixo_otel._correlation._tokens import decode_link_token, encode_link_token
 from brixo_otel._delivery._outbox import Outbox
-from brixo_otel._delivery._worker import SignalProcessor
+from brixo_otel._delivery._worker import SignalProcessor, exit_time_left
 from brixo_otel._errors import ConfigurationError, InvalidSignal, UnknownMessage
 from brixo_otel._exporter import SignalExporter
 from brixo_otel._feedback._metrics import DEFAULT_DIMENSIONS, FeedbackMetrics, check_dimensions
@@ -40,7 +42,7 @@ from brixo_otel._feedback._span import SignalIdGenerator
 from brixo_otel._instrument._processor import BrixoSpanProcessor
 from brixo_otel._instrument._scope import current_message
 from brixo_otel._instrument._trace_export import TraceExport
-from brixo_otel._internal import guard, log_rate_limited
+from brixo_otel._internal import guard, log_rate_limited, logger
 from brixo_otel._policies import OutboxLimits, RetryPolicy
 from brixo_otel._settings import MEMORY_OUTBOX, Settings, resolve
 from brixo_otel._signal import RatedSpan, Signal, SpanRef, retraction, validate
@@ -90,7 +92,7 @@ class Client:
         traces_headers: Mapping[str, str] | None = None,
         exporters: Sequence[SignalExporter] | None = None,
         outbox_path: str | os.PathLike[str] | None = None,
-        span_index: str | SpanIndex | None = None,
+        span_index: str | object | None = None,
         link_secret: str | bytes | Sequence[str | bytes] | None = None,
         link_window: float | None = None,
         capture_content: bool | None = None,
@@ -146,6 +148,9 @@ class Client:
         except BaseException:
             outbox.close()
             raise
+        # Registered after the processor's own hook, so it runs first (last in, first out): the
+        # span export and the signals then share the one exit budget.
+        atexit.register(_shutdown_at_exit, weakref.ref(self))
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -436,6 +441,16 @@ class Client:
             f"traces_endpoint={self.settings.traces_endpoint!r}, "
             f"exporters={[type(e).__name__ for e in self._exporters]}, pid={os.getpid()})"
         )
+
+
+def _shutdown_at_exit(ref: weakref.ref[Client]) -> None:
+    client = ref()
+    if client is None:
+        return
+    try:
+        client.shutdown(timeout=exit_time_left())
+    except Exception:
+        logger.debug("brixo_otel: shutdown at exit failed", exc_info=True)
 
 
 def _open_outbox(settings: Settings) -> Outbox:

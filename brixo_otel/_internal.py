@@ -12,7 +12,13 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
+
+from opentelemetry import context as otel_context
+
+from brixo_otel._forksafe import module_state_after_fork
 
 logger = logging.getLogger("brixo_otel")
 
@@ -29,7 +35,7 @@ def _reset_after_fork() -> None:
     _last_logged_lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_reset_after_fork)
+module_state_after_fork(_reset_after_fork)
 
 
 def raise_internal_errors() -> bool:
@@ -98,3 +104,16 @@ def swallowed(step: str, exc: Exception) -> bool:
         exc_info=(type(exc), exc, exc.__traceback__),
     )
     return True
+
+
+@contextmanager
+def instrumentation_suppressed() -> Iterator[None]:
+    """Run our own requests with OpenTelemetry instrumentation suppressed, so that an app's HTTP
+    instrumentation never traces (or loops on) them: the one place that does it."""
+    token = otel_context.attach(
+        otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True)
+    )
+    try:
+        yield
+    finally:
+        otel_context.detach(token)

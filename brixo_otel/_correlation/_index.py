@@ -6,15 +6,15 @@ child of, and linked to, the very span that produced the rated message.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple, Protocol, TypeAlias
 
 from opentelemetry.trace import SpanContext
 from opentelemetry.util.types import AttributeValue
+
+from brixo_otel._forksafe import after_fork_in_child
 
 
 class IndexedSpan(NamedTuple):
@@ -62,17 +62,8 @@ class IndexStore(Protocol):
     def close(self) -> None: ...
 
 
-_memory_indexes: weakref.WeakSet[InMemorySpanIndex] = weakref.WeakSet()
 
 
-def _after_fork_in_child() -> None:
-    """A fresh eviction lock in a forked child: a parent thread may have held it at the fork."""
-    for index in list(_memory_indexes):
-        index._lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class InMemorySpanIndex:
@@ -101,7 +92,11 @@ class InMemorySpanIndex:
         # expiry, span context, attributes: a plain tuple, as one is built per message span
         self._entries: dict[str, tuple[float, SpanContext, Mapping[str, AttributeValue]]] = {}
         self._lock = threading.Lock()
-        _memory_indexes.add(self)
+        after_fork_in_child(self, InMemorySpanIndex._after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        """A fresh eviction lock: a parent thread may have held it at the fork."""
+        self._lock = threading.Lock()
 
     def put(
         self, message_id: str, span_context: SpanContext, attributes: Mapping[str, AttributeValue]

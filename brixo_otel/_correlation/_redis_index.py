@@ -20,10 +20,8 @@ still must not stall for long, or the writer falls behind and the worker stops d
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
@@ -34,6 +32,7 @@ from opentelemetry.util.types import AttributeValue
 from brixo_otel._correlation._codec import CodecError, decode_entry, encode_entry
 from brixo_otel._correlation._index import IndexedSpan, Put
 from brixo_otel._errors import ConfigurationError
+from brixo_otel._forksafe import after_fork_in_child
 from brixo_otel._internal import log_rate_limited, logger
 
 if TYPE_CHECKING:
@@ -50,19 +49,8 @@ _LOG_KEY: Final = "index:redis"
 #: What `_ask` answers when Redis was skipped or the connection failed (None: any other failure).
 _UNAVAILABLE: Final = object()
 
-_open_indexes: weakref.WeakSet[RedisSpanIndex] = weakref.WeakSet()
 
 
-def _after_fork_in_child() -> None:
-    """A fresh lock in a forked child: a parent thread may have held one at the fork, forever.
-    (redis-py's pool notices the fork by itself and opens new connections.)"""
-    for index in list(_open_indexes):
-        index._lock = threading.Lock()
-        index._probing = False
-
-
-if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def redacted_url(url: str) -> str:
@@ -130,7 +118,13 @@ class RedisSpanIndex:
         self._down_until = 0.0  # until when calls skip Redis (monotonic clock)
         self._probing = False  # one call is finding out whether Redis is back
         self._failures = 0  # connection failures in a row, for the growing wait
-        _open_indexes.add(self)
+        after_fork_in_child(self, RedisSpanIndex._after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        """A fresh lock: a parent thread may have held it at the fork. (redis-py's pool notices
+        the fork by itself and opens new connections.)"""
+        self._lock = threading.Lock()
+        self._probing = False
 
     def __repr__(self) -> str:
         return f"RedisSpanIndex({self._url!r})"

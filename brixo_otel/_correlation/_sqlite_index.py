@@ -36,7 +36,6 @@ import os
 import sqlite3
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
@@ -45,6 +44,7 @@ from opentelemetry.util.types import AttributeValue
 
 from brixo_otel._correlation._codec import CodecError, decode_entry, encode_entry
 from brixo_otel._correlation._index import IndexedSpan, Put
+from brixo_otel._forksafe import after_fork_in_child
 from brixo_otel._internal import log_rate_limited
 
 #: How long one process waits for another's write transaction, in milliseconds. Transactions
@@ -94,17 +94,8 @@ _SELECT: Final = "SELECT entry, expires_at FROM span_index_v1 WHERE message_id =
 _LOG_KEY: Final = "index:sqlite"
 
 
-_open_indexes: weakref.WeakSet[SqliteSpanIndex] = weakref.WeakSet()
 
 
-def _after_fork_in_child() -> None:
-    """Fresh locks in a forked child: a parent thread may have held one at the fork, forever."""
-    for index in list(_open_indexes):
-        index._lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -147,11 +138,15 @@ class SqliteSpanIndex:
         # closing may checkpoint or unlock on behalf of the parent. Kept referenced so that
         # garbage collection does not close them behind our back.
         self._inherited: list[sqlite3.Connection] = []
-        _open_indexes.add(self)
+        after_fork_in_child(self, SqliteSpanIndex._after_fork_in_child)
         # Opened now so that a path that cannot work is reported at start-up, not at the first
         # message; a failure only logs, as it would later.
         with self._lock:
             self._connection()
+
+    def _after_fork_in_child(self) -> None:
+        """A fresh lock: a parent thread may have held it at the fork."""
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"SqliteSpanIndex({self.path!r})"

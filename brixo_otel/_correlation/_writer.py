@@ -16,21 +16,20 @@ up as one batch: one SQLite transaction, one Redis pipeline, so a burst costs on
 - **Lazy and fork-safe.** The thread starts at the first put. A forked child (a pre-forking
   server configures, then forks) inherits no thread, so it gets a fresh queue and starts its own
   writer at its first put; the parent's queue and thread are never touched. The reset runs in
-  `os.register_at_fork(after_in_child=...)` and takes no lock, as a lock held by a parent thread
+  `brixo_otel._forksafe` and takes no lock, as a lock held by a parent thread
   at the fork would stay held forever in the child.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-import weakref
 from collections import deque
 from typing import Final
 
 from brixo_otel._correlation._index import IndexStore, Put
+from brixo_otel._forksafe import after_fork_in_child
 from brixo_otel._internal import log_rate_limited, swallowed
 
 #: Puts waiting for the store, at most (about 100 bytes each, the attributes shared with the
@@ -50,16 +49,8 @@ _FLUSH_POLL_SECONDS: Final = 0.002
 
 _LOG_KEY: Final = "index:writer"
 
-_writers: weakref.WeakSet[IndexWriter] = weakref.WeakSet()
 
 
-def _after_fork_in_child() -> None:
-    for writer in list(_writers):
-        writer._start_afresh()
-
-
-if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class IndexWriter:
@@ -85,7 +76,7 @@ class IndexWriter:
         self._batch_size = batch_size
         self._closed = False
         self._start_afresh()
-        _writers.add(self)
+        after_fork_in_child(self, IndexWriter._start_afresh)
 
     def _start_afresh(self) -> None:
         """Own state, new: at construction, and in a forked child (see the module docstring)."""

@@ -11,9 +11,14 @@ One file in WAL mode, shared by the processes of a host. Two connections per pro
 WAL before `add` returns); only a power loss can take the last commits back — the trade that keeps
 `add` in the tens of microseconds instead of an fsync per click.
 
-Files can vanish or fill: `check_file()` (called by the worker every poll) notices an outbox file
-deleted or replaced under it, recreates it and copies over what the old, still open, connection
-holds; it also checkpoints the WAL so that the files on disk respect the byte cap.
+Files can vanish, fill or turn read-only: `check_file()` (called by the worker every poll) notices
+an outbox file deleted or replaced under it, recreates it and copies over what the old, still
+open, connection holds (if the file cannot be made, the old connection goes on serving, and the
+next check tries again); it also checkpoints the WAL. The byte cap counts what is on disk, not
+only the rows' payloads: `overhead_bytes` (the WAL, measured at each commit, and the database
+file's own pages beyond the payloads) is added to them. A connection that SQLite opened read-only
+(the file or its directory was not writable then) is reopened after a refused write, so a write
+that fails for that reason succeeds once the permissions are back.
 
 Connections never cross a fork: a child sets the inherited ones aside untouched (closing one could
 roll back into the parent's shared WAL) and opens its own. SQLite's own per-process lock records
@@ -51,6 +56,13 @@ BUSY_TIMEOUT_MS: Final = 5000
 APP_WAIT_SECONDS: Final = 0.02
 #: Checkpoint the WAL back into the database once it is this large (or an eighth of the cap).
 WAL_CHECKPOINT_BYTES: Final = 4 * 1024 * 1024
+#: What one more commit may add to the WAL beyond its payload (page images of the row, its index
+#: entries and the totals): counted up front, so that a commit admitted under the cap stays so.
+COMMIT_OVERHEAD_BYTES: Final = 64 * 1024
+#: SQLite's primary result codes that mean "this connection can no longer write the file": it
+#: was opened read-only (SQLITE_READONLY, 8), the disk failed it (SQLITE_IOERR, 10), or its
+#: file could not be opened (SQLITE_CANTOPEN, 14).
+_REOPEN_ERRORS: Final = frozenset({8, 10, 14})
 
 #: Longest `os.fork()` waits, in all, for our transactions in progress to end.
 FORK_WAIT_SECONDS: Final = 0.05
@@ -155,8 +167,28 @@ class OutboxDatabase:
         self._conn: sqlite3.Connection | None = None
         self._app_conn: sqlite3.Connection | None = None
         self._file_id: tuple[int, int] | None = None
-        #: Bytes of the WAL beside the database, as last measured by `check_file`.
-        self.wal_bytes = 0
+        #: Bytes of the database file beyond the rows' payloads (pages, indexes), as last
+        #: measured by `check_file`.
+        self._file_overhead = 0
+
+    @property
+    def wal_bytes(self) -> int:
+        """Bytes of the WAL beside the database right now (one `stat`), 0 when there is none."""
+        if self.path == ":memory:":
+            return 0
+        try:
+            return os.stat(self.path + "-wal").st_size
+        except OSError:
+            return 0
+
+    @property
+    def overhead_bytes(self) -> int:
+        """What the files on disk hold beyond the rows' payloads, as the byte cap counts it: the
+        WAL now, the database's own pages as of the last `check_file`, and room for one more
+        commit's page images."""
+        if self.path == ":memory:":
+            return 0
+        return self.wal_bytes + self._file_overhead + COMMIT_OVERHEAD_BYTES
 
     @property
     def owner(self) -> str:
@@ -178,14 +210,11 @@ class OutboxDatabase:
 
     def _app_connection(self) -> sqlite3.Connection:
         """The app threads' connection (no busy wait: the caller bounds its own); caller holds
-        `_app_lock`. An in-memory outbox has one database, so it shares the worker's."""
+        `_app_lock`."""
         if self._closed:
             raise OutboxClosed(f"outbox {self.path!r} is closed")
         if self._pid != os.getpid():
             self._init_process_state()
-        if self.path == ":memory:":
-            with self._lock:
-                return self._connection()
         if self._app_conn is None:
             self._app_conn = self._open(0)
         return self._app_conn
@@ -233,12 +262,17 @@ class OutboxDatabase:
         lock up front, so a reader that later writes never fails on a stale snapshot."""
         with self._lock:
             conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                rollback(conn)
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    rollback(conn)
+                    raise
+            except sqlite3.Error as exc:
+                if _needs_reopen(exc):
+                    self._discard_worker_connection(conn)
                 raise
 
     @contextmanager
@@ -248,16 +282,16 @@ class OutboxDatabase:
 
     @contextmanager
     def _app_transaction(self, wait: float) -> Iterator[sqlite3.Connection]:
-        """A write transaction for the app's thread, or `OutboxBusy` after `wait` seconds."""
+        """A write transaction for the app's thread, or `OutboxBusy` after `wait` seconds. An
+        in-memory outbox is one database on one connection: the worker's, under its lock."""
         deadline = time.monotonic() + wait
-        if wait > 0:
-            acquired = self._app_lock.acquire(timeout=wait)
-        else:
-            acquired = self._app_lock.acquire(blocking=False)
+        shared = self.path == ":memory:"
+        lock = self._lock if shared else self._app_lock
+        acquired = lock.acquire(timeout=wait) if wait > 0 else lock.acquire(blocking=False)
         if not acquired:
             raise OutboxBusy(f"outbox {self.path!r} busy in this process")
         try:
-            conn = self._app_connection()
+            conn = self._connection() if shared else self._app_connection()
             delay = 0.0005
             while True:
                 try:
@@ -278,8 +312,28 @@ class OutboxDatabase:
             except BaseException:
                 rollback(conn)
                 raise
+        except sqlite3.Error as exc:
+            if _needs_reopen(exc) and self._app_conn is not None:
+                # Opened read-only (or its file is gone): the next call opens a fresh one.
+                conn, self._app_conn = self._app_conn, None
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            raise
         finally:
-            self._app_lock.release()
+            lock.release()
+
+    def _discard_worker_connection(self, conn: sqlite3.Connection) -> None:
+        """Drop the worker's connection after an error that it cannot recover from (opened
+        read-only, say), so the next call opens a new one. Caller holds `_lock`.
+
+        Not while the file was deleted under it: that connection is the only way left to what
+        the old file holds, until `check_file` has carried it over.
+        """
+        if self._conn is not conn or self._current_file_id() != self._file_id:
+            return
+        self._conn = None
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
 
     def close(self) -> None:
         """Close this process's connections; idempotent."""
@@ -309,7 +363,8 @@ class OutboxDatabase:
 
     def check_file(self) -> None:
         """Recreate a deleted or replaced outbox file, keeping what it held; checkpoint a WAL
-        that has grown past its share of the cap. Called by the worker, off the app's thread."""
+        that has grown past its share of the cap; measure the file's overhead for the cap.
+        Called by the worker, off the app's thread."""
         if self.path == ":memory:" or self._closed:
             return
         with self._lock:
@@ -317,67 +372,126 @@ class OutboxDatabase:
             if self._current_file_id() != self._file_id:
                 self._recreate(conn)
                 conn = self._connection()
-        try:
-            self.wal_bytes = os.path.getsize(self.path + "-wal")
-        except OSError:
-            self.wal_bytes = 0
-        if self.wal_bytes > min(WAL_CHECKPOINT_BYTES, self.limits.max_bytes // 8):
-            with self._lock:
+            if self.wal_bytes > min(WAL_CHECKPOINT_BYTES, self.limits.max_bytes // 8):
+                # TRUNCATE waits (busy timeout) for readers to move on, then empties the file.
                 with contextlib.suppress(sqlite3.Error):
-                    self._connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            try:
-                self.wal_bytes = os.path.getsize(self.path + "-wal")
-            except OSError:
-                self.wal_bytes = 0
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            with contextlib.suppress(sqlite3.Error):
+                self._file_overhead = self._measure_overhead(conn)
+
+    @staticmethod
+    def _measure_overhead(conn: sqlite3.Connection) -> int:
+        """Bytes of the database's used pages beyond the payloads the totals count."""
+        page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+        free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+        row = conn.execute("SELECT bytes FROM totals WHERE id = 0").fetchone()
+        stored = int(row[0]) if row is not None else 0
+        (dead,) = conn.execute(
+            "SELECT COALESCE(SUM(size), 0) FROM deliveries WHERE state = 2"
+        ).fetchone()
+        return max(0, (pages - free) * page_size - stored - int(dead))
 
     def _recreate(self, old: sqlite3.Connection) -> None:
         """The file was deleted (or replaced) while open. The old connection still reads the
-        deleted inode: copy what it holds into a new file at the path. Caller holds `_lock`."""
-        logger.error(
-            "brixo_otel: the outbox file %r was deleted or replaced while in use; recreating it "
-            "and carrying over the signals this process still holds",
-            self.path,
-        )
-        rows = old.execute(
-            "SELECT signal_id, destination, payload, size, state, attempts, created_at,"
-            " next_attempt_at, reason FROM deliveries"
-        ).fetchall()
-        state = old.execute(
-            "SELECT destination, key, value, updated_at FROM exporter_state"
-        ).fetchall()
+        deleted inode: copy what it holds into a new file at the path, rows keeping their ids,
+        state and leases (an export in flight then records its outcome as usual). Caller holds
+        `_lock`; the app threads' lock is taken before reading, so no signal committed through
+        the old file meanwhile is left behind.
+
+        If the new file cannot be made (the directory is read-only, the disk full), the old
+        connection stays in use and the next check tries again: nothing it holds is lost while
+        this process lives.
+        """
         with self._app_lock:
+            try:
+                rows = old.execute(
+                    "SELECT id, signal_id, destination, payload, size, state, attempts,"
+                    " created_at, next_attempt_at, owner, lease_until, reason FROM deliveries"
+                ).fetchall()
+                state = old.execute(
+                    "SELECT destination, key, value, updated_at FROM exporter_state"
+                ).fetchall()
+                counters = old.execute("SELECT destination, name, value FROM counters").fetchall()
+            except sqlite3.Error as exc:
+                log_rate_limited(
+                    logging.ERROR,
+                    "outbox:recreate-read",
+                    "brixo_otel: the outbox file %r was deleted or replaced, and what it held "
+                    "cannot be read back (%s)",
+                    self.path,
+                    exc,
+                )
+                rows, state, counters = [], [], []
+            try:
+                new = self._open(BUSY_TIMEOUT_MS)
+            except (OSError, sqlite3.Error) as exc:
+                log_rate_limited(
+                    logging.ERROR,
+                    "outbox:recreate-failed",
+                    "brixo_otel: the outbox file %r was deleted or replaced while in use, and "
+                    "cannot be recreated (%s: %s); this process keeps its %d rows in the old, "
+                    "deleted file (lost if it exits) and retries",
+                    self.path,
+                    type(exc).__name__,
+                    exc,
+                    len(rows),
+                )
+                return
+            try:
+                new.execute("BEGIN IMMEDIATE")
+                # Another process sharing the file may have recreated it first, from the same
+                # rows: the ids make a second copy a no-op.
+                new.executemany(
+                    "INSERT OR IGNORE INTO deliveries (id, signal_id, destination, payload, size,"
+                    " state, attempts, created_at, next_attempt_at, owner, lease_until, reason)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                new.executemany(
+                    "INSERT OR IGNORE INTO exporter_state (destination, key, value, updated_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    state,
+                )
+                new.executemany(COUNT_SQL, counters)
+                new.execute("COMMIT")
+            except BaseException as exc:
+                rollback(new)
+                new.close()
+                if not isinstance(exc, (OSError, sqlite3.Error)):
+                    raise
+                log_rate_limited(
+                    logging.ERROR,
+                    "outbox:recreate-failed",
+                    "brixo_otel: the outbox file %r was deleted or replaced while in use, and "
+                    "its rows cannot be written to a new one (%s: %s); keeping the old file's "
+                    "%d rows and retrying",
+                    self.path,
+                    type(exc).__name__,
+                    exc,
+                    len(rows),
+                )
+                return
             for conn in (old, self._app_conn):
                 if conn is not None:
                     with contextlib.suppress(sqlite3.Error):
                         conn.close()
-            self._conn = self._app_conn = None
-            new = self._open(BUSY_TIMEOUT_MS)
-            new.execute("BEGIN IMMEDIATE")
-            try:
-                new.executemany(
-                    "INSERT INTO deliveries (signal_id, destination, payload, size, state,"
-                    " attempts, created_at, next_attempt_at, reason)"
-                    " VALUES (?, ?, ?, ?, CASE WHEN ? = 2 THEN 2 ELSE 0 END, ?, ?, ?, ?)",
-                    rows,
-                )
-                new.executemany(
-                    "INSERT OR REPLACE INTO exporter_state (destination, key, value, updated_at)"
-                    " VALUES (?, ?, ?, ?)",
-                    state,
-                )
-                new.execute("COMMIT")
-            except BaseException:
-                rollback(new)
-                raise
+            self._app_conn = None
             self._conn = new
             self._file_id = self._current_file_id()
-        log_rate_limited(
-            logging.ERROR,
-            "outbox:recreated",
-            "brixo_otel: outbox %r recreated with %d rows carried over",
+        logger.error(
+            "brixo_otel: the outbox file %r was deleted or replaced while in use; recreated it "
+            "with the %d rows this process still held",
             self.path,
             len(rows),
         )
+
+
+def _needs_reopen(exc: sqlite3.Error) -> bool:
+    """Whether SQLite's error means the connection itself cannot write any more (its primary
+    result code is one of `_REOPEN_ERRORS`); busy, locked or full are passing states instead."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and (code & 0xFF) in _REOPEN_ERRORS
 
 
 def rollback(conn: sqlite3.Connection) -> None:

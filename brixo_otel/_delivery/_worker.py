@@ -37,7 +37,6 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
-from opentelemetry import context as otel_context
 from opentelemetry.metrics import MeterProvider
 
 from brixo_otel import attributes as attrs
@@ -48,8 +47,13 @@ from brixo_otel._delivery._outbox import Delivery, Outbox, OutboxFull, Outcome
 from brixo_otel._delivery._retry import decide
 from brixo_otel._errors import ConfigurationError
 from brixo_otel._exporter import DeliveryResult, DeliveryStatus, SignalExporter
-from brixo_otel._forksafe import after_fork_in_child
-from brixo_otel._internal import log_rate_limited, logger, raise_internal_errors
+from brixo_otel._forksafe import after_fork_in_child, module_state_after_fork
+from brixo_otel._internal import (
+    instrumentation_suppressed,
+    log_rate_limited,
+    logger,
+    raise_internal_errors,
+)
 from brixo_otel._policies import RetryPolicy
 from brixo_otel._signal import RatedSpan, Signal
 
@@ -689,11 +693,9 @@ class SignalProcessor:
         """One attempt, with OpenTelemetry instrumentation suppressed so that an app's HTTP
         instrumentation never traces (or loops on) our own requests — the one place that does."""
         destination = delivery.destination
-        token = otel_context.attach(
-            otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True)
-        )
         try:
-            result = self._exporters[destination].export(delivery.signal)
+            with instrumentation_suppressed():
+                result = self._exporters[destination].export(delivery.signal)
         except Exception as exc:
             if raise_internal_errors() and destination == "opentelemetry":
                 raise
@@ -706,8 +708,6 @@ class SignalProcessor:
                 exc_info=True,
             )
             return DeliveryResult(DeliveryStatus.RETRY, f"exporter raised {type(exc).__name__}")
-        finally:
-            otel_context.detach(token)
         if not isinstance(result, DeliveryResult):
             return DeliveryResult(
                 DeliveryStatus.RETRY,
@@ -877,16 +877,22 @@ _live_lock = threading.Lock()
 _exit_deadline: float | None = None
 
 
+def exit_time_left() -> float:
+    """Seconds left of the one budget that every exit hook of brixo-otel shares (processors,
+    and the clients' span export); the clock starts at the first call, from the first hook."""
+    global _exit_deadline
+    if _exit_deadline is None:
+        _exit_deadline = time.monotonic() + EXIT_BUDGET_SECONDS
+    return max(0.0, _exit_deadline - time.monotonic())
+
+
 def _shutdown_at_exit(ref: weakref.ref[SignalProcessor]) -> None:
     """Shut a processor down at interpreter exit, within one budget shared by all of them."""
-    global _exit_deadline
     processor = ref()
     if processor is None:
         return
-    if _exit_deadline is None:
-        _exit_deadline = time.monotonic() + EXIT_BUDGET_SECONDS
     try:
-        processor.shutdown(timeout=max(0.0, _exit_deadline - time.monotonic()))
+        processor.shutdown(timeout=exit_time_left())
     except Exception:
         logger.debug("brixo_otel: shutdown at exit failed", exc_info=True)
 
@@ -897,5 +903,4 @@ def _reset_module_after_fork() -> None:
     _exit_deadline = None
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_module_after_fork)
+module_state_after_fork(_reset_module_after_fork)

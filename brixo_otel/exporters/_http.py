@@ -14,20 +14,23 @@ import json
 import logging
 import math
 import re
+import ssl
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import timezone
 from email.utils import parsedate_to_datetime
-from typing import Final
+from typing import Any, Final
 from urllib.parse import quote
 
+import httpcore
 import httpx
-from opentelemetry import context as otel_context
 
 from brixo_otel._errors import ConfigurationError
 from brixo_otel._exporter import DeliveryResult, DeliveryStatus, SignalExporter
-from brixo_otel._internal import log_rate_limited
+from brixo_otel._forksafe import after_fork_in_child
+from brixo_otel._internal import instrumentation_suppressed, log_rate_limited
 from brixo_otel._signal import Signal
 from brixo_otel._urls import check_endpoint_url
 from brixo_otel._version import __version__
@@ -39,6 +42,12 @@ USER_AGENT: Final = f"brixo-otel/{__version__} python-httpx/{httpx.__version__}"
 
 #: Connect fast (a down endpoint should not hold a worker thread long), read patiently.
 DEFAULT_TIMEOUT: Final = httpx.Timeout(10.0, connect=3.0)
+
+#: httpx's timeouts bound each network operation, not the request: a server that trickles its
+#: answer a byte at a time, each within the read timeout, could hold a sender thread for ever.
+#: One request, connect to last byte, takes at most its connect and read timeouts added up
+#: (13 s by default), or this long when the timeout leaves them unbounded.
+MAX_REQUEST_SECONDS: Final = 30.0
 
 #: The processor exports from a handful of threads at once; a few kept-alive connections serve
 #: them without re-handshaking TLS on every signal.
@@ -63,28 +72,141 @@ JSON_MEDIA_TYPE: Final = "application/json"
 
 
 def new_client(timeout: httpx.Timeout | None = None) -> httpx.Client:
-    """One pooled client per exporter, shared by the processor's threads (it is thread-safe)."""
+    """One pooled client per exporter, shared by the processor's threads (it is thread-safe).
+
+    Its connections hold every request to `request_seconds(timeout)` in all (see
+    `_DeadlineBackend`).
+    """
     return httpx.Client(
         timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
         limits=DEFAULT_LIMITS,
         follow_redirects=False,
+        transport=_DeadlineTransport(limits=DEFAULT_LIMITS),
     )
+
+
+def request_seconds(timeout: httpx.Timeout | None) -> float:
+    """The total time one request may take: its connect and read timeouts added up, capped at
+    `MAX_REQUEST_SECONDS` (which also stands in for an unbounded one)."""
+    timeout = timeout if timeout is not None else DEFAULT_TIMEOUT
+    if timeout.connect is None or timeout.read is None:
+        return MAX_REQUEST_SECONDS
+    return min(MAX_REQUEST_SECONDS, timeout.connect + timeout.read)
+
+
+# -- the whole-request deadline ---------------------------------------------------------------
+
+#: The deadline (monotonic seconds) of the request the current thread is sending, if any. A
+#: sender thread sends one request at a time, from start to last byte, so a thread-local fits.
+_deadline = threading.local()
+
+
+def _cut(timeout: float | None, expired: type[Exception]) -> float | None:
+    """`timeout` shortened to what is left of the current request's deadline; `expired` raised
+    once nothing is left."""
+    deadline: float | None = getattr(_deadline, "at", None)
+    if deadline is None:
+        return timeout
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise expired("the request took longer than its total time allowed")
+    return remaining if timeout is None else min(timeout, remaining)
 
 
 @contextmanager
-def instrumentation_suppressed() -> Iterator[None]:
-    """Keep an app's httpx instrumentation from tracing our deliveries.
-
-    Otherwise every signal would produce a client span, and a span exporter that is itself
-    traced could feed on its own output.
-    """
-    token = otel_context.attach(
-        otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True)
-    )
+def _request_deadline(seconds: float) -> Iterator[None]:
+    previous = getattr(_deadline, "at", None)
+    _deadline.at = time.monotonic() + seconds
     try:
         yield
     finally:
-        otel_context.detach(token)
+        _deadline.at = previous
+
+
+def _past_deadline() -> bool:
+    deadline: float | None = getattr(_deadline, "at", None)
+    return deadline is not None and time.monotonic() >= deadline
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read, write and TLS handshake waits at most until the current
+    request's deadline (and its own timeout): the bound httpx's per-read timeout is not."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _cut(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _cut(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        upgraded = self._inner.start_tls(
+            ssl_context, server_hostname, _cut(timeout, httpcore.ConnectTimeout)
+        )
+        return _DeadlineStream(upgraded)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's own socket backend, with `_DeadlineStream` connections."""
+
+    def __init__(self, inner: httpcore.NetworkBackend) -> None:
+        self._inner = inner
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        stream = self._inner.connect_tcp(
+            host, port, _cut(timeout, httpcore.ConnectTimeout), local_address, socket_options
+        )
+        return _DeadlineStream(stream)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        stream = self._inner.connect_unix_socket(
+            path, _cut(timeout, httpcore.ConnectTimeout), socket_options
+        )
+        return _DeadlineStream(stream)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _DeadlineTransport(httpx.HTTPTransport):
+    """httpx's own transport, its pool connecting through `_DeadlineBackend`.
+
+    httpx offers no way to pass a network backend, so the pool it built is given one; with an
+    httpx whose pool is not laid out so, requests keep httpx's per-operation timeouts, and
+    `send_request` still stops reading a body past the deadline.
+    """
+
+    def __init__(self, *, limits: httpx.Limits) -> None:
+        super().__init__(limits=limits)
+        pool = getattr(self, "_pool", None)
+        backend = getattr(pool, "_network_backend", None)
+        if isinstance(pool, httpcore.ConnectionPool) and isinstance(
+            backend, httpcore.NetworkBackend
+        ):
+            pool._network_backend = _DeadlineBackend(backend)
+
 
 
 def path_segment(identifier: str) -> str:
@@ -124,6 +246,14 @@ def scrub(text: str, secret: str) -> str:
     """`text` with `secret` cut out: a server or an error message that echoes the key must not
     pass it on to logs, dead letters or exceptions."""
     return text.replace(secret, REDACTED) if secret else text
+
+
+def scrub_all(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every one of `secrets` cut out (see `scrub`). Always before `truncate`: a cut
+    through a secret would leave a part of it that no later scrub recognises."""
+    for secret in secrets:
+        text = scrub(text, secret)
+    return text
 
 
 def redact(result: DeliveryResult, secret: str) -> DeliveryResult:
@@ -180,8 +310,9 @@ def truncate(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def error_detail(body: bytes) -> str:
-    """What an error answer says, for a reason: JSON:API `errors[].detail`, else the text.
+def error_detail(body: bytes, secrets: Iterable[str] = ()) -> str:
+    """What an error answer says, for a reason: JSON:API `errors[].detail`, else the text;
+    `secrets` scrubbed out first, then cut to `MAX_DETAIL_CHARS`.
 
     Proxies and load balancers answer with HTML or plain text, some APIs with
     `{"message": ...}`, and FastAPI ones with `{"detail": [{"loc": [...], "msg": ...}]}` (read
@@ -189,11 +320,14 @@ def error_detail(body: bytes) -> str:
     """
     if not body:
         return ""
-    text = body.decode("utf-8", errors="replace")
+    return truncate(scrub_all(_full_detail(body.decode("utf-8", errors="replace")), secrets))
+
+
+def _full_detail(text: str) -> str:
     try:
         document = json.loads(text)
     except ValueError:
-        return truncate(text)
+        return text
     if isinstance(document, dict):
         errors = document.get("errors")
         if isinstance(errors, list):
@@ -204,14 +338,14 @@ def error_detail(body: bytes) -> str:
             ]
             joined = "; ".join(detail for detail in details if detail)
             if joined:
-                return truncate(joined)
+                return joined
         validation = _validation_errors(document.get("detail"))
         if validation:
-            return truncate(validation)
+            return validation
         for key in ("detail", "message", "error"):
             if isinstance(document.get(key), str) and document[key]:
-                return truncate(document[key])
-    return truncate(text)
+                return str(document[key])
+    return text
 
 
 def _validation_errors(detail: object) -> str:
@@ -240,7 +374,9 @@ def read_bounded(response: httpx.Response, limit: int = MAX_BODY_BYTES) -> bytes
         for chunk in response.iter_bytes():
             chunks.append(chunk)
             size += len(chunk)
-            if size >= limit:
+            # Past the request's deadline, what arrived must do (a client of the caller's,
+            # without `_DeadlineBackend`, gets here at least between chunks).
+            if size >= limit or _past_deadline():
                 break
     except httpx.HTTPError:
         pass
@@ -248,9 +384,16 @@ def read_bounded(response: httpx.Response, limit: int = MAX_BODY_BYTES) -> bytes
 
 
 def classify_status(
-    status: int, *, detail: str = "", retry_after: str | None = None, location: str | None = None
+    status: int,
+    *,
+    detail: str = "",
+    retry_after: str | None = None,
+    location: str | None = None,
+    secrets: Iterable[str] = (),
 ) -> DeliveryResult:
     """Map an HTTP answer to what the processor should do (RELIABILITY.md, section 5)."""
+    if location:
+        location = scrub_all(location, secrets)
     result = _classify_status(status, detail=detail, retry_after=retry_after, location=location)
     return dataclasses.replace(result, http_status=status)
 
@@ -286,28 +429,33 @@ def _classify_status(
 
 
 def classify_response(
-    response: httpx.Response, *, on_success: Callable[[bytes], DeliveryResult] | None = None
+    response: httpx.Response,
+    *,
+    on_success: Callable[[bytes], DeliveryResult] | None = None,
+    secrets: Iterable[str] = (),
 ) -> DeliveryResult:
     """Classify a streamed response, reading only as much of its body as explains an error.
 
     A success body is read too (bounded), so its connection goes back to the pool for reuse.
     `on_success` receives it, for destinations whose answer carries something to keep (the id
-    a second step needs, a receipt); without it any 2xx is simply delivered.
+    a second step needs, a receipt); without it any 2xx is simply delivered. `secrets` are
+    scrubbed out of what the answer says before it is cut to a reason's length.
     """
     body = read_bounded(response)
     if 200 <= response.status_code < 300:
         return DeliveryResult.delivered() if on_success is None else on_success(body)
     return classify_status(
         response.status_code,
-        detail=error_detail(body),
+        detail=error_detail(body, secrets),
         retry_after=response.headers.get("retry-after"),
         location=response.headers.get("location"),
+        secrets=secrets,
     )
 
 
-def classify_exception(exc: Exception) -> DeliveryResult:
+def classify_exception(exc: Exception, secrets: Iterable[str] = ()) -> DeliveryResult:
     """Any failure to get an answer is transient: the endpoint may be back in a moment."""
-    message = truncate(str(exc))
+    message = truncate(scrub_all(str(exc), secrets))
     name = type(exc).__name__
     return DeliveryResult(DeliveryStatus.RETRY, f"{name}: {message}" if message else name)
 
@@ -318,20 +466,23 @@ def send_request(
     *,
     destination: str,
     on_success: Callable[[bytes], DeliveryResult] | None = None,
+    secrets: Iterable[str] = (),
+    total_seconds: float = MAX_REQUEST_SECONDS,
 ) -> DeliveryResult:
     """Send one request and classify the answer (see `classify_response`); never raises.
 
     For exporters that make several calls per signal: each call gets the same suppression of
-    instrumentation, the same bounded body read and the same logging. Only the method, the path
-    and the status are logged, at DEBUG: never a header or a body.
+    instrumentation, the same bounded body read, the same scrubbing of `secrets` and the same
+    logging. Only the method, the path and the status are logged, at DEBUG: never a header or a
+    body. The request takes at most `total_seconds`, connect to last byte (a timeout past it).
     """
     path = request.url.raw_path.decode("ascii", errors="replace")
     started = time.perf_counter()
     try:
-        with instrumentation_suppressed():
+        with instrumentation_suppressed(), _request_deadline(total_seconds):
             response = client.send(request, stream=True)
             try:
-                result = classify_response(response, on_success=on_success)
+                result = classify_response(response, on_success=on_success, secrets=secrets)
             finally:
                 response.close()
     except Exception as exc:
@@ -351,21 +502,37 @@ def send_request(
             elapsed_ms,
             type(exc).__name__,
         )
-        return classify_exception(exc)
+        return classify_exception(exc, secrets)
     elapsed_ms = (time.perf_counter() - started) * 1000
     logger.debug("%s %s -> %d in %.1f ms", request.method, path, response.status_code, elapsed_ms)
     return result
+
+
+#: Clients a forked child inherited from its parent: never used nor closed in the child, and held
+#: here so that collecting them cannot touch the parent's pool either.
+_inherited_clients: list[httpx.Client] = []
 
 
 class HttpApi:
     """One destination's web API: the root its paths hang from, and the client that calls it.
 
     One pooled keep-alive client serves the processor's concurrent export threads. A client
-    passed in stays the caller's: it is used as is and never closed here.
+    passed in stays the caller's: it is used as is and never closed here. `secrets` (the
+    destination's keys) are scrubbed out of every reason before it is cut to length.
+
+    Fork-safe: a child process gets a new client of its own at once. The parent's pool may have
+    been locked by one of its threads at the fork, and that lock stays held in the child for
+    ever, so the child never uses, nor closes, the parent's client (a caller's client cannot be
+    replaced: it stays the caller's to handle).
     """
 
     def __init__(
-        self, base_url: str, *, client: httpx.Client | None, timeout: httpx.Timeout | None
+        self,
+        base_url: str,
+        *,
+        client: httpx.Client | None,
+        timeout: httpx.Timeout | None,
+        secrets: Iterable[str] = (),
     ) -> None:
         #: The API root as checked by `check_endpoint_url(..., api_root=True)`.
         self.base_url = base_url
@@ -373,11 +540,25 @@ class HttpApi:
         self._root = base.copy_with(raw_path=b"/")
         self._prefix = base.raw_path.rstrip(b"/")
         self._owns_client = client is None
+        self._timeout = timeout
+        self._secrets = tuple(secret for secret in secrets if secret)
+        self._total_seconds = request_seconds(
+            timeout if timeout is not None or client is None else client.timeout
+        )
         self.client = client if client is not None else new_client(timeout)
         # Our own client already carries the timeout; a caller's client gets it per request.
         self._request_timeout = (
             timeout if client is not None and timeout is not None else httpx.USE_CLIENT_DEFAULT
         )
+        after_fork_in_child(self, HttpApi._new_client_in_child)
+
+    def _new_client_in_child(self) -> None:
+        if not self._owns_client:
+            return
+        # Kept, never closed nor collected here: closing takes the pool's lock, which a thread
+        # of the parent may have held at the fork (for ever, in this process).
+        _inherited_clients.append(self.client)
+        self.client = new_client(self._timeout)
 
     def url(self, path: str) -> httpx.URL:
         """`path` (already escaped, e.g. with `path_segment`) under the API root.
@@ -410,10 +591,16 @@ class HttpApi:
             request = build()
         except Exception as exc:
             # This signal can never become a request; retrying would only repeat the failure.
-            return permanent(
-                f"cannot build the request: {type(exc).__name__}: {truncate(str(exc))}"
-            )
-        return send_request(self.client, request, destination=destination, on_success=on_success)
+            detail = truncate(scrub_all(str(exc), self._secrets))
+            return permanent(f"cannot build the request: {type(exc).__name__}: {detail}")
+        return send_request(
+            self.client,
+            request,
+            destination=destination,
+            on_success=on_success,
+            secrets=self._secrets,
+            total_seconds=self._total_seconds,
+        )
 
     def close(self) -> None:
         """Close the client, unless it is the caller's."""
@@ -457,7 +644,7 @@ class HttpSignalExporter(SignalExporter):
             api_root=True,
         )
         self.name = name
-        self._api = HttpApi(base_url, client=client, timeout=timeout)
+        self._api = HttpApi(base_url, client=client, timeout=timeout, secrets=(self._api_key,))
 
     @property
     def base_url(self) -> str:

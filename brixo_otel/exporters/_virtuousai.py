@@ -18,6 +18,13 @@ the moment of the reaction that item reflects:
 The create's intent is written to the state *before* the request (a write-ahead), so a process
 that crashes after VirtuousAI acted but before we heard back leaves the `clientFeedbackId` behind:
 the retry and any later reaction to the same message reuse it and land on the same item.
+
+Several processes share one outbox, and so this state: two of them taking the first two
+reactions to one message at the same moment would each find no item and each create one. So a
+process first takes the message's *mark* in the state with a compare-and-set (only one can move
+it from free to theirs), works on the message, and frees it; a process that finds the mark held
+by another live one retries later. A mark left by a process that died (on this host), or held
+past `MARK_SECONDS`, is taken over. Within a process, threads take a per-message lock first.
 """
 
 from __future__ import annotations
@@ -25,7 +32,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,7 +45,7 @@ import httpx
 
 from brixo_otel._errors import ConfigurationError
 from brixo_otel._exporter import DeliveryResult, DeliveryStatus
-from brixo_otel._internal import raise_internal_errors
+from brixo_otel._internal import instrumentation_suppressed, raise_internal_errors
 from brixo_otel._signal import Signal, format_timestamp
 from brixo_otel.exporters._http import (
     JSON_MEDIA_TYPE,
@@ -44,7 +53,6 @@ from brixo_otel.exporters._http import (
     HttpSignalExporter,
     encode_json,
     error_detail,
-    instrumentation_suppressed,
     permanent,
     scrub,
     truncate,
@@ -73,6 +81,13 @@ _SHOWN_ID_CHARS: Final = 40
 #: The moment of an item whose content we could not confirm: older than any real reaction, so the
 #: next reaction to its message (even a retry of an old one) patches it.
 _UNKNOWN: Final = ""
+#: State key prefix of a message's mark (see the module), followed by its canonical UUID.
+_MARK_KEY: Final = "mark:"
+#: The value of a mark nobody holds.
+_FREE: Final = ""
+#: Longest a mark is honoured. A delivery holds it for two requests at most, each bounded in
+#: total time, so only a hung or dead holder keeps it this long.
+MARK_SECONDS: Final = 120.0
 
 
 class VirtuousAIError(Exception):
@@ -336,7 +351,7 @@ class VirtuousAIExporter(HttpSignalExporter):
             if message is None:
                 return _noted("retraction: the message id is not a UUID, so no item was ever made")
             with self._locks.hold(message):
-                return self._retract(signal, _STATE_KEY + message)
+                return self._marked(message, lambda: self._retract(signal, _STATE_KEY + message))
         if not signal.is_thumbs:
             return permanent(f"VirtuousAI takes thumbs_up and thumbs_down, not {signal.value}")
         if message is None:
@@ -349,7 +364,38 @@ class VirtuousAIExporter(HttpSignalExporter):
         if _as_uuid(signal.conversation_id) is None:
             return permanent(_not_a_uuid("conversation_id", "threadId", signal.conversation_id))
         with self._locks.hold(message):
-            return self._react(signal, _STATE_KEY + message)
+            return self._marked(message, lambda: self._react(signal, _STATE_KEY + message))
+
+    # -- the message's mark, across processes ---------------------------------------------------
+
+    def _marked(self, message: str, work: Callable[[], DeliveryResult]) -> DeliveryResult:
+        """Run `work` holding the message's mark, or retry later if another process holds it."""
+        mark = self._take_mark(message)
+        if mark is None:
+            return DeliveryResult(
+                DeliveryStatus.RETRY,
+                "another process is delivering a reaction to this message; retrying after it",
+            )
+        try:
+            return work()
+        finally:
+            if mark:
+                self.state.compare_and_set(_MARK_KEY + message, mark, _FREE)
+
+    def _take_mark(self, message: str) -> str | None:
+        """Our mark on `message` once taken; None if another live process holds it; "" for a
+        state without compare-and-set (then only this process's lock serialises)."""
+        if getattr(self.state, "compare_and_set", None) is None:
+            return ""
+        key = _MARK_KEY + message
+        mine = f"{_HOST}:{os.getpid()}:{time.time() + MARK_SECONDS:.3f}:{uuid.uuid4().hex[:12]}"
+        for _ in range(3):  # a holder may free or change it between our read and our write
+            current = self.state.get(key)
+            if current and not _mark_abandoned(current):
+                return None
+            if self.state.compare_and_set(key, current, mine):
+                return mine
+        return None
 
     def _react(self, signal: Signal, key: str) -> DeliveryResult:
         entry = self._load(key)
@@ -528,6 +574,33 @@ class VirtuousAIExporter(HttpSignalExporter):
             return response.json()
         except ValueError:
             raise VirtuousAIError(status, "the answer is not JSON") from None
+
+
+_HOST: Final = socket.gethostname()
+
+
+def _mark_abandoned(mark: str) -> bool:
+    """Whether a mark's holder can no longer be working on the message: its time is up, or it
+    was a process of this host that no longer exists (or this very process, whose own threads
+    take turns on a lock: a mark of ours found here was left behind by an error)."""
+    parts = mark.rsplit(":", 3)  # host:pid:until:nonce
+    try:
+        host, pid, until = parts[0], int(parts[1]), float(parts[2])
+    except (IndexError, ValueError):
+        return True  # not a mark we wrote: unreadable, so nobody's
+    if until < time.time():
+        return True
+    if host != _HOST:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # exists, someone else's to signal
+    return False
 
 
 def _superseded(entry: _Entry) -> DeliveryResult:

@@ -26,8 +26,8 @@ from opentelemetry.util.types import AttributeValue
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import brixo_otel
-from brixo_otel._correlation._index_url import span_index_from
 from brixo_otel._correlation._index import IndexedSpan
+from brixo_otel._correlation._index_url import span_index_from
 from tests._redis import RedisServer
 
 ATTRIBUTES = {"gen_ai.request.model": "gpt-5", "brixo.agent_version": "v7"}
@@ -68,18 +68,18 @@ def per_op_micros(choice: str, ops: int) -> tuple[float, float]:
 def span_end_ratio(rounds: int, calls: int) -> tuple[float, float, float]:
     """Two clients, each on its own provider, built once; each round points the decorator at
     one then the other (no re-configuring, which would pile processors onto one provider)."""
-    from brixo_otel import _config, _runtime
-    from brixo_otel._client import Client
+    from brixo_otel._instrument import _current
 
-    settings = _config.resolve(traces_endpoint="none", outbox_path=":memory:")
     clients = {}
+    index: str | NothingIndex
     for name, index in (("memory index", "memory"), ("no index", NothingIndex())):
         provider = TracerProvider()
         provider.add_span_processor(BatchSpanProcessor(Discard(), max_queue_size=1 << 16))
-        clients[name] = Client(
-            settings,
+        clients[name] = brixo_otel.Client(
             tracer_provider=provider,
-            span_index=span_index_from(index, ttl_seconds=3600, max_entries=100_000),
+            span_index=index,
+            traces_endpoint="none",
+            outbox_path=":memory:",
         )
 
     @brixo_otel.message
@@ -93,7 +93,7 @@ def span_end_ratio(rounds: int, calls: int) -> tuple[float, float, float]:
     samples: dict[str, list[float]] = {name: [] for name in clients}
     for _ in range(rounds):
         for name, client in clients.items():
-            _runtime.use_tracer(client.tracer)
+            _current.use_tracer(client.tracer)
             run(200)  # warm up after the switch
             gc.collect()
             gc.disable()  # no case billed for the garbage of another
@@ -106,7 +106,7 @@ def span_end_ratio(rounds: int, calls: int) -> tuple[float, float, float]:
     for client in clients.values():
         client.shutdown()
         client.tracer_provider.shutdown()
-    _runtime.use_tracer(None)
+    _current.use_tracer(None)
     with_index = statistics.median(samples["memory index"])
     without = statistics.median(samples["no index"])
     pairs = zip(samples["memory index"], samples["no index"], strict=True)

@@ -1,7 +1,8 @@
 """The default destination: the Brixo Signals API (JSON:API over HTTPS, Bearer auth).
 
-See specs/brixo-signals-api.md for the wire format. The exporter only speaks the API and
-classifies its answers; retries, pauses and dead-lettering live in the signal processor.
+The wire format is the one `brixo_otel.testing.BrixoTestServer` implements (docs/testing.md).
+The exporter only speaks the API and classifies its answers; retries, pauses and dead-lettering
+live in the signal processor.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Dixa: a user's rating of a conversation, as a Dixa conversation rating (and an internal note).
 
-specs/dixa-ratings-notes-api.txt. Dixa rates conversations, not messages, and a rating takes two
+See docs/destinations/dixa.md. Dixa rates conversations, not messages, and a rating takes two
 calls: an *offer* (`POST /beta/conversations/{id}/ratings/offer`, whose answer carries the rating
 id) and a *result* (`POST .../ratings/{ratingId}/submit`). Optionally a third call adds an internal
 note with the user's comment and a link to the trace.

@@ -1,6 +1,6 @@
 """Mixpeek: thumbs on an agent's message, filed under the agent session it belongs to.
 
-`POST /v1/agents/sessions/{session_id}/feedback` (specs/mixpeek-session-feedback-api.txt), Bearer
+`POST /v1/agents/sessions/{session_id}/feedback` (docs/destinations/mixpeek.md), Bearer
 auth plus an `X-Namespace` header. The session id is the signal's conversation id, so Mixpeek
 takes only message signals whose conversation is known (passed to `feedback()`, or learnt from the
 rated span).

@@ -1,5 +1,5 @@
-"""Dixa's conversation ratings and internal notes (beta API), from
-specs/dixa-ratings-notes-api.txt.
+"""Dixa's conversation ratings and internal notes (beta API), as Dixa's API reference documents
+them ("Create conversation rating offer", "... result", "Add internal note").
 
 - `POST /beta/conversations/{conversationId}/ratings/offer`: `userId`, `agentId`, `ratingType`
   (Csat, Nps, ThumbsUpOrDown) required, `offeredAt` optional; answers `{"data": {"id", ...}}`.

@@ -1,4 +1,4 @@
-"""Mixpeek's session feedback endpoint, from specs/mixpeek-session-feedback-api.txt.
+"""Mixpeek's session feedback endpoint, as Mixpeek's API reference ("Submit Feedback") has it.
 
 `POST /v1/agents/sessions/{session_id}/feedback` with `Authorization: Bearer <key>` and a
 required `X-Namespace` header; body `message_id` (required string), `rating` (required,

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint typecheck clean services
+.PHONY: demo web-demo test bench lint typecheck clean services
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,11 +15,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
-# Servers the tests run for real: Redis and Prometheus from Debian's packages if missing; Phoenix
-# and MLflow from PyPI into their own cached virtual environments (not .venv).
+# The chat page with thumbs (fake LLM, no key, no network): http://127.0.0.1:8000
+web-demo: $(STAMP)
+	$(BIN)/python examples/web_chat/app.py
+
+# Servers the tests run for real: Redis, Prometheus and Chromium from Debian's packages if missing;
+# Phoenix and MLflow from PyPI into their own cached virtual environments (not .venv).
 services:
 	bash scripts/redis-server.sh >/dev/null
 	bash scripts/prometheus.sh >/dev/null
+	bash scripts/chromium.sh >/dev/null
 	bash scripts/phoenix.sh >/dev/null
 	bash scripts/mlflow.sh >/dev/null
 

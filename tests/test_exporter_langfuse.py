@@ -29,7 +29,7 @@ from brixo_otel._exporter import MemoryExporterState
 from brixo_otel._signal import RatedSpan, Signal, retraction, validate
 from brixo_otel.exporters import DeliveryStatus
 from brixo_otel.exporters._langfuse import LangfuseExporter, score_id
-from brixo_otel.exporters._phoenix import UNRESOLVED
+from brixo_otel.exporters._rated import UNRESOLVED
 from brixo_otel.testing import BrixoTestServer
 from tests._contract.langfuse import OTLP_TRACES, LangfuseContractServer
 

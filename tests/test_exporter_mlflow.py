@@ -25,7 +25,7 @@ from brixo_otel._errors import ConfigurationError
 from brixo_otel._signal import RatedSpan, Signal, retraction, validate
 from brixo_otel.exporters import DeliveryStatus
 from brixo_otel.exporters._mlflow import MLflowExporter, assessment_id
-from brixo_otel.exporters._phoenix import UNRESOLVED
+from brixo_otel.exporters._rated import UNRESOLVED
 from tests._mlflow import EXPERIMENT_HEADER, MLflowServer
 
 pytest_plugins = ["tests.conftest_servers"]

@@ -30,7 +30,8 @@ from brixo_otel._signal import RatedSpan, Signal, retraction, validate
 from brixo_otel.exporters import BrixoSignalExporter, DeliveryStatus
 from brixo_otel.exporters._langfuse import LangfuseExporter
 from brixo_otel.exporters._mlflow import MLflowExporter
-from brixo_otel.exporters._phoenix import UNRESOLVED, PhoenixExporter
+from brixo_otel.exporters._phoenix import PhoenixExporter
+from brixo_otel.exporters._rated import UNRESOLVED
 from brixo_otel.testing import BrixoTestServer
 from tests._browser import chromium
 from tests._contract.langfuse import LangfuseContractServer

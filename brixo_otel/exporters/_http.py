@@ -1,7 +1,7 @@
 """HTTP plumbing shared by every exporter that talks to a web API.
 
 Each destination speaks its own request format, but they all answer in HTTP, and the reliability
-rules (RELIABILITY.md, sections 5 and 6) are the same for all of them. Keeping the classification,
+rules (docs/delivery.md: what each answer means, backoff) are the same for all of them. Keeping the classification,
 the `Retry-After` parsing and the endpoint safety check here means a new destination cannot get
 them subtly different.
 """
@@ -391,7 +391,7 @@ def classify_status(
     location: str | None = None,
     secrets: Iterable[str] = (),
 ) -> DeliveryResult:
-    """Map an HTTP answer to what the processor should do (RELIABILITY.md, section 5)."""
+    """Map an HTTP answer to what the processor should do (docs/delivery.md)."""
     if location:
         location = scrub_all(location, secrets)
     result = _classify_status(status, detail=detail, retry_after=retry_after, location=location)

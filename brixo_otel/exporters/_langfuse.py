@@ -1,6 +1,6 @@
 """Langfuse: a rating as a score on the rated observation, where Langfuse shows scores.
 
-Langfuse (specs/langfuse-scores.md) keeps human feedback as *scores* on a trace, an observation
+Langfuse (docs/destinations/langfuse.md) keeps human feedback as *scores* on a trace, an observation
 (a span) or a session. `POST /api/public/scores` upserts on the score's `id`, so every rating of
 one message carries the same id (a UUID derived from the score name and the message id): a
 changed mind replaces the score, a retried request lands on the same one, and a retraction
@@ -21,7 +21,7 @@ import httpx
 from brixo_otel._exporter import DeliveryResult, DeliveryStatus
 from brixo_otel._signal import Signal
 from brixo_otel.exporters._http import check_header_value, path_segment, permanent, scrub
-from brixo_otel.exporters._phoenix import (
+from brixo_otel.exporters._rated import (
     DEFAULT_ANNOTATION_NAME,
     RATING_VALUES,
     UNRESOLVED,

@@ -1,6 +1,6 @@
 """MLflow: a rating as an assessment on the rated trace, pinned to the rated span.
 
-MLflow 3 (specs/mlflow-assessments.md) keeps human feedback as *assessments* on a trace
+MLflow 3 (docs/destinations/mlflow.md) keeps human feedback as *assessments* on a trace
 (`tr-` + the OTel trace id in hex), optionally pinned to one span. An assessment id may be chosen
 by the client, so every rating of one message uses the same one (derived from the assessment
 name and the message id): a retried create cannot add a second. MLflow answers a create of an id
@@ -25,7 +25,7 @@ import httpx
 from brixo_otel._exporter import DeliveryResult, DeliveryStatus
 from brixo_otel._signal import THUMBS_UP, Signal
 from brixo_otel.exporters._http import path_segment, permanent
-from brixo_otel.exporters._phoenix import (
+from brixo_otel.exporters._rated import (
     DEFAULT_ANNOTATION_NAME,
     RATING_VALUES,
     UNRESOLVED,

@@ -1,6 +1,6 @@
 """VirtuousAI: thumbs on a message as one feedback item that follows the user's mind.
 
-The API (specs/virtuousai-feedback-api.txt) stores a *message reaction* as an item: `POST
+The API (docs/destinations/virtuousai.md) stores a *message reaction* as an item: `POST
 /api/v1/feedback` creates it, `PATCH /api/v1/feedback/{id}` changes it, `DELETE` removes it. A user
 who clicks 👍 and then 👎 on the same answer should leave one item saying 👎, not two items that
 contradict each other, and a retraction should remove it. So this exporter remembers, per message,

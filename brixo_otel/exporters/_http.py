@@ -1,9 +1,9 @@
 """HTTP plumbing shared by every exporter that talks to a web API.
 
 Each destination speaks its own request format, but they all answer in HTTP, and the reliability
-rules (docs/delivery.md: what each answer means, backoff) are the same for all of them. Keeping the classification,
-the `Retry-After` parsing and the endpoint safety check here means a new destination cannot get
-them subtly different.
+rules (docs/delivery.md: what each answer means, the backoff) are the same for all of them.
+Keeping the classification, the `Retry-After` parsing and the endpoint safety check here means a
+new destination cannot get them subtly different.
 """
 
 from __future__ import annotations

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import inspect
 import logging
 import os
 import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec
 
 from opentelemetry import _logs, trace
 from opentelemetry.metrics import MeterProvider
@@ -67,6 +68,26 @@ DEFAULT_INDEXED_ATTRIBUTES = (
 #: feedback is still delivered, only unlinked (or linked through a link token).
 DEFAULT_INDEX_TTL_SECONDS = 24 * 3600.0
 DEFAULT_INDEX_MAX_ENTRIES = 100_000
+
+
+P = ParamSpec("P")
+
+
+def _parameters_of(
+    sync: Callable[Concatenate[Client, P], Signal],
+) -> Callable[
+    [Callable[..., Awaitable[Signal]]], Callable[Concatenate[Client, P], Awaitable[Signal]]
+]:
+    """Give an async twin the parameters of its sync method, for type checkers and `help()`,
+    so the parameter list is written once."""
+
+    def adopt(
+        function: Callable[..., Awaitable[Signal]],
+    ) -> Callable[Concatenate[Client, P], Awaitable[Signal]]:
+        function.__signature__ = inspect.signature(sync)  # type: ignore[attr-defined]
+        return function
+
+    return adopt
 
 
 class Client:
@@ -251,29 +272,24 @@ class Client:
         any process, with no shared index (the message id may then be omitted).
         """
         signal = self._signal(
-            value, message_id, conversation_id, user_message, occurred_at, link, score, reasons
+            value,
+            link=link,
+            message_id=message_id,
+            conversation_id=conversation_id,
+            user_message=user_message,
+            occurred_at=occurred_at,
+            score=score,
+            reasons=reasons,
         )
         self._signals.enqueue(signal)
         return signal
 
-    async def afeedback(
-        self,
-        value: str,
-        *,
-        message_id: str | None = None,
-        conversation_id: str | None = None,
-        user_message: str | None = None,
-        occurred_at: datetime | str | None = None,
-        link: str | None = None,
-        score: int | None = None,
-        reasons: Sequence[str] | None = None,
-    ) -> Signal:
-        """`feedback` for async apps: it never waits on the event loop. The commit is tried
-        once without waiting for a lock; if the outbox is busy, the signal is held in memory
-        and the delivery worker commits it moments later."""
-        signal = self._signal(
-            value, message_id, conversation_id, user_message, occurred_at, link, score, reasons
-        )
+    @_parameters_of(feedback)
+    async def afeedback(self, *args: Any, **kwargs: Any) -> Signal:
+        """`feedback` for async apps (same arguments): it never waits on the event loop. The
+        commit is tried once without waiting for a lock; if the outbox is busy, the signal is
+        held in memory and the delivery worker commits it moments later."""
+        signal = self._signal(*args, **kwargs)
         self._signals.enqueue(signal, wait=0.0)
         return signal
 
@@ -291,34 +307,16 @@ class Client:
         self._signals.enqueue(signal)
         return signal
 
-    def _signal(
-        self,
-        value: str,
-        message_id: str | None,
-        conversation_id: str | None,
-        user_message: str | None,
-        occurred_at: datetime | str | None,
-        link: str | None,
-        score: int | None,
-        reasons: Sequence[str] | None,
-    ) -> Signal:
+    def _signal(self, value: str, *, link: str | None = None, **fields: Any) -> Signal:
         """The validated signal, with the rated span when a link token names it. Everything
         that can raise raises `InvalidSignal`, before anything is committed."""
         rated = None
         if link is not None:
-            token = self._read_link(link, message_id)
-            message_id = message_id or token.message_id
+            token = self._read_link(link, fields.get("message_id"))
+            fields["message_id"] = fields.get("message_id") or token.message_id
             context = token.span_context
             rated = RatedSpan(context.trace_id, context.span_id, dict(token.attributes))
-        signal = validate(
-            value,
-            message_id=message_id,
-            conversation_id=conversation_id,
-            user_message=user_message,
-            occurred_at=occurred_at,
-            score=score,
-            reasons=reasons,
-        )
+        signal = validate(value, **fields)
         if rated is not None:
             known = rated.attributes.get(attrs.SESSION_ID)
             signal = _replace(

@@ -1,7 +1,7 @@
 """What the browser tests share: Debian's Chromium driven by Playwright, and the chat example run
 under a real uvicorn with two worker processes.
 
-Chromium is the system package (installed by `scripts/chromium.sh` when missing); Playwright's
+Chromium is the system package (`make services` installs it with scripts/chromium.sh); Playwright's
 own browser download (`playwright install`) is never used. This module is also the uvicorn
 factory (`tests._browser:chat_app`) each worker process imports, so it imports Playwright only
 inside the functions that need it.

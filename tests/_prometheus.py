@@ -25,7 +25,7 @@ SCRAPE_JOB = "brixo-example"
 
 
 def prometheus_binary() -> str:
-    """The path of `prometheus`, installing it with scripts/prometheus.sh if missing."""
+    """The path of `prometheus` (`make services` installs it with scripts/prometheus.sh)."""
     return installed_binary("prometheus", "prometheus.sh")
 
 

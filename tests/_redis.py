@@ -15,7 +15,7 @@ from tests._services import ServiceProcess, free_port, installed_binary
 
 
 def redis_server_binary() -> str:
-    """The path of `redis-server`, installing it with scripts/redis-server.sh if missing."""
+    """The path of `redis-server` (`make services` installs it with scripts/redis-server.sh)."""
     return installed_binary("redis-server", "redis-server.sh")
 
 

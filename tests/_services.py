@@ -1,5 +1,5 @@
-"""What the tests that run real servers share: installing a binary, picking a free port, a
-bounded wait, and a child process that logs to a file and is always reaped."""
+"""What the tests that run real servers share: finding a binary, picking a free port, a bounded
+wait, and a child process that logs to a file and is always reaped."""
 
 from __future__ import annotations
 
@@ -19,21 +19,16 @@ S = TypeVar("S", bound="ServiceProcess")
 
 
 def installed_binary(name: str, installer: str) -> str:
-    """The path of `name`, installed by `scripts/<installer>` if missing.
+    """The path of `name`, which `make services` (scripts/`installer`) installs.
 
-    Raises when it cannot be had: a test that needs a real server fails, it never skips.
+    Nothing is installed from inside the tests: a test that needs a real server fails, with the
+    command that provides it, and never skips.
     """
     found = shutil.which(name)
-    if found is not None:
-        return found
-    script = REPO / "scripts" / installer
-    result = subprocess.run(
-        ["bash", str(script)], capture_output=True, text=True, timeout=300, check=False
-    )
-    found = shutil.which(name)
-    if result.returncode != 0 or found is None:
+    if found is None:
         raise RuntimeError(
-            f"{name} is needed and could not be installed by {script}:\n{result.stderr[-2000:]}"
+            f"{name} is needed by this test and is not on PATH; `make services` installs it "
+            f"(or run: bash {REPO / 'scripts' / installer})"
         )
     return found
 

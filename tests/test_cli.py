@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -14,6 +13,7 @@ import pytest
 
 from brixo_otel._cli import main as cli
 from brixo_otel.testing import BrixoTestServer
+from tests._services import wait_for
 
 
 def test_send_delivers_one_signal_and_says_so(
@@ -67,15 +67,14 @@ def test_dev_server_runs_standalone(tmp_path: Path) -> None:
         body = {"data": {"type": "signals", "attributes": {"name": "feedback",
                                                             "value": "thumbs_up"}}}  # fmt: skip
         headers = {"Authorization": "Bearer k", "Content-Type": "application/vnd.api+json"}
-        deadline = time.monotonic() + 20
-        while True:
+
+        def answered() -> httpx.Response | None:
             try:
-                response = httpx.post(url, json=body, headers=headers, timeout=2)
-                break
+                return httpx.post(url, json=body, headers=headers, timeout=2)
             except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+                return None  # not listening yet
+
+        response = wait_for(answered, 20, "the dev server to answer", interval=0.1)
         assert response.status_code == 204
         assert httpx.post(url, json=body, timeout=2).status_code == 401
     finally:

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ import brixo_otel
 from brixo_otel import RetryPolicy
 from brixo_otel._cli import main as cli
 from brixo_otel.testing import BrixoTestServer, SpanCapture
+from tests._services import wait_for
 
 FAST = RetryPolicy(initial_backoff=0.02, max_backoff=0.2, max_retry_after=2.0)
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,11 +100,12 @@ def test_not_found_is_retried_until_the_trace_arrives(
 ) -> None:
     connect(brixo_server, outbox)
     brixo_otel.feedback("thumbs_up", message_id="early-bird")
-    deadline = time.monotonic() + 5
-    while ("/v1/messages/early-bird/signals", 404) not in signal_requests(
-        brixo_server
-    ) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(
+        lambda: ("/v1/messages/early-bird/signals", 404) in signal_requests(brixo_server) or None,
+        5,
+        "the first attempt to be answered 404",
+        interval=0.02,
+    )
     brixo_server.register_message("early-bird")  # the trace is ingested a moment later
     assert brixo_otel.flush(timeout=10)
     statuses = [status for _, status in signal_requests(brixo_server)]

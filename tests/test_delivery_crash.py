@@ -17,6 +17,7 @@ from brixo_otel._delivery._worker import SignalProcessor
 from brixo_otel._policies import RetryPolicy
 from brixo_otel._signal import Signal, validate
 from brixo_otel.exporters import DeliveryResult, SignalExporter
+from tests._services import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -82,7 +83,7 @@ def deliver_rest(outbox_path: str, record: Path) -> bool:
         outbox.close()
 
 
-def test_four_processes_share_one_outbox_and_deliver_each_signal_once(
+def test_four_processes_claiming_from_one_outbox_deliver_each_row_once(
     outbox_path: str, tmp_path: Path
 ) -> None:
     Outbox(outbox_path).close()  # create the schema once, as an app's first start would
@@ -107,11 +108,12 @@ def test_four_processes_share_one_outbox_and_deliver_each_signal_once(
         for n, record in enumerate(records)
     ]
     try:
-        deadline = time.monotonic() + 30
-        while not all((tmp_path / f"ready-{n}").exists() for n in range(4)):
-            assert time.monotonic() < deadline, "children never got ready"
+
+        def ready() -> bool | None:
             assert all(child.poll() is None for child in children), "a child died early"
-            time.sleep(0.01)
+            return all((tmp_path / f"ready-{n}").exists() for n in range(4)) or None
+
+        wait_for(ready, 30, "the children to get ready", interval=0.01)
         go.touch()
         outputs = [child.communicate(timeout=40) for child in children]
     finally:
@@ -182,16 +184,16 @@ def test_exit_with_a_hung_destination_ends_within_the_budget(
 
 
 def _wait_child(pid: int, timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    while True:
+    def exited() -> int | None:
         done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            raise AssertionError("forked child hung")
-        time.sleep(0.01)
+        return os.waitstatus_to_exitcode(status) if done else None
+
+    try:
+        return wait_for(exited, timeout, "the forked child to exit", interval=0.01)
+    except TimeoutError:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        raise AssertionError("forked child hung") from None
 
 
 def test_fork_child_delivers_its_own_and_leaves_the_parents_leases(

@@ -8,7 +8,6 @@ import logging
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from brixo_otel.exporters import DeliveryStatus
 from brixo_otel.exporters._dixa import DixaExporter, DixaProgress, conversation_number
 from tests._contract.dixa import DixaContractServer
 from tests._delivery import connect, dead_reasons
+from tests._services import wait_for
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -284,9 +284,7 @@ def test_a_process_killed_between_offer_and_submit_completes_the_rating_once(
         assert child.stdout is not None
         line = child.stdout.readline()  # printed once the offer id is in durable state
         # Kill it only once its submit is on the wire: the crash falls between the two steps.
-        deadline = time.monotonic() + 20
-        while not server.requests(route="submit") and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: server.requests(route="submit") or None, 20, "the submit", interval=0.01)
         child.send_signal(signal.SIGKILL)
         _, stderr = child.communicate(timeout=20)
     finally:
@@ -376,7 +374,7 @@ class _Misbehaving(DixaExporter):
         ),
     ],
 )
-def test_validation_errors_are_dead_lettered_with_the_detail(
+def test_dixa_validation_errors_are_dead_lettered_with_the_detail(
     server: DixaContractServer, outbox: Path, fault: str, detail: str, routes: list[str]
 ) -> None:
     errors: list[str] = []
@@ -459,7 +457,7 @@ def test_a_missing_agent_or_user_names_the_setting(
         exporter.shutdown()
 
 
-def test_a_refused_key_pauses_delivery_and_is_never_shown(
+def test_a_key_dixa_refuses_pauses_delivery_and_is_never_shown(
     server: DixaContractServer, outbox: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -474,7 +472,7 @@ def test_a_refused_key_pauses_delivery_and_is_never_shown(
         assert wrong not in record.getMessage() and KEY not in record.getMessage()
 
 
-def test_a_key_echoed_in_an_error_never_reaches_the_reason(
+def test_a_key_dixa_echoes_in_an_error_never_reaches_the_reason(
     server: DixaContractServer, exporter: DixaExporter
 ) -> None:
     server.fail_next(1, 400, body={"message": f"bad key {KEY}"}, route="submit")

@@ -117,22 +117,18 @@ def test_metric_dimensions_are_an_allow_list_without_ids(
     assert metrics.points("brixo.messages") == {(("app.tier", "gold"),): 1}
 
 
-def test_distinct_values_per_dimension_are_capped(
-    capture: SpanCapture, metrics: Metrics, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(_metrics, "MAX_VALUES_PER_DIMENSION", 3)
-    configure(capture, metrics)
-
-    @brixo_otel.message(name="answer")
-    def answer(message_id: str, model: str) -> None:
-        from opentelemetry import trace
-
-        trace.get_current_span().set_attribute(attrs.GEN_AI_REQUEST_MODEL, model)
-
+def test_distinct_values_per_dimension_are_capped(metrics: Metrics) -> None:
+    counters = _metrics.FeedbackMetrics(metrics.provider, max_values_per_dimension=3)
     for n in range(6):
-        answer(f"m-{n}", f"model-{n}")
-    models = {dict(key)[attrs.GEN_AI_REQUEST_MODEL] for key in metrics.points("brixo.messages")}
-    assert models == {"model-0", "model-1", "model-2", "_other"}
+        counters.count_message({attrs.GEN_AI_REQUEST_MODEL: f"model-{n}"})
+    models = Counter(
+        {
+            dict(key)[attrs.GEN_AI_REQUEST_MODEL]: n
+            for key, n in metrics.points("brixo.messages").items()
+        }
+    )
+    assert models == {"model-0": 1, "model-1": 1, "model-2": 1, _metrics.OTHER_VALUE: 3}
+    assert _metrics.MAX_VALUES_PER_DIMENSION == 200  # what the client uses
 
 
 def test_indexed_attributes_are_configurable(capture: SpanCapture, metrics: Metrics) -> None:

@@ -17,6 +17,7 @@ import pytest
 from brixo_otel import OutboxLimits
 from brixo_otel._delivery._outbox import CORRUPT_ROW, Outbox, OutboxClosed, OutboxFull
 from brixo_otel._signal import Signal, validate
+from tests._services import wait_for
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -328,14 +329,12 @@ def test_child_after_fork_opens_its_own_connection(outbox: Outbox) -> None:
             code = 0 if len(claimed) == 2 else 2
         finally:
             os._exit(code)
-    deadline = time.monotonic() + 20
-    while True:
+
+    def exited() -> int | None:
         done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        assert time.monotonic() < deadline, "forked child hung"
-        time.sleep(0.01)
-    assert os.waitstatus_to_exitcode(status) == 0
+        return os.waitstatus_to_exitcode(status) if done else None
+
+    assert wait_for(exited, 20, "the forked child to exit", interval=0.01) == 0
     assert outbox.stats()["brixo"]["delivered"] == 2
     outbox.add(make_signal(3), ["brixo"])  # the parent's connection still works
     assert outbox.pending_count() == 1

@@ -28,6 +28,7 @@ from brixo_otel._errors import ConfigurationError
 from brixo_otel._policies import OutboxLimits, RetryPolicy
 from brixo_otel._signal import Signal, validate
 from brixo_otel.exporters import DeliveryResult, DeliveryStatus, SignalExporter
+from tests._services import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -72,15 +73,6 @@ class ScriptedExporter(SignalExporter):
 
 def make_signal(index: int = 0) -> Signal:
     return validate("thumbs_down", message_id=f"msg-{index}", user_message="secret words")
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 class Harness:
@@ -331,7 +323,7 @@ def test_leftovers_of_a_previous_process_are_delivered_without_new_feedback(
     outbox.add(make_signal(1), ["brixo"])
     exporter = ScriptedExporter()
     harness.processor(exporter, outbox=outbox)
-    assert wait_for(lambda: len(exporter.delivered) == 1)
+    wait_for(lambda: exporter.delivered or None, 5, "the leftover to be delivered", interval=0.005)
 
 
 def test_rows_added_by_another_process_are_picked_up_by_polling(harness: Harness) -> None:
@@ -340,7 +332,7 @@ def test_rows_added_by_another_process_are_picked_up_by_polling(harness: Harness
     processor.enqueue(make_signal(1))
     assert processor.flush(timeout=5)
     harness.outbox().add(make_signal(2), ["brixo"])  # another handle: nobody wakes the worker
-    assert wait_for(lambda: len(exporter.delivered) == 2, timeout=2)
+    wait_for(lambda: len(exporter.delivered) == 2 or None, 2, "the second delivery", interval=0.005)
 
 
 def test_flush_timeout_is_honoured(harness: Harness) -> None:
@@ -368,8 +360,14 @@ def test_shutdown_during_a_30s_backoff_returns_within_its_timeout(harness: Harne
     exporter = ScriptedExporter(answer=statuses(later))
     processor = harness.processor(exporter, policy=RetryPolicy(), poll_interval=30)
     processor.enqueue(make_signal())
-    assert wait_for(lambda: len(exporter.calls) == 1)
-    time.sleep(0.05)  # the worker is now asleep until the pause ends
+    box = harness.outboxes[0]
+
+    def recorded() -> bool | None:  # the answer is stored: the worker sleeps until the pause ends
+        counts = box.stats().get("brixo", {})
+        return bool(exporter.calls) and (counts.get("pending"), counts.get("in_flight")) == (1, 0)
+
+    wait_for(lambda: recorded() or None, 5, "the 429 to be recorded", interval=0.005)
+    assert len(exporter.calls) == 1
 
     started = time.monotonic()
     assert processor.shutdown(timeout=2)
@@ -389,7 +387,7 @@ def test_shutdown_releases_an_export_that_hangs(harness: Harness) -> None:
     exporter = ScriptedExporter(answer=hang)
     processor = harness.processor(exporter)
     processor.enqueue(make_signal())
-    assert wait_for(lambda: len(exporter.calls) == 1)
+    wait_for(lambda: exporter.calls or None, 5, "the export to start", interval=0.005)
     try:
         started = time.monotonic()
         assert processor.shutdown(timeout=0.5)
@@ -513,7 +511,7 @@ def test_memory_stays_flat_while_the_destination_is_down(harness: Harness) -> No
     )
     template = make_signal()
     processor.enqueue(template)
-    assert wait_for(lambda: len(exporter.calls) >= 1)
+    wait_for(lambda: exporter.calls or None, 5, "the first attempt", interval=0.005)
 
     def enqueue(first: int, count: int) -> None:
         for index in range(first, first + count):
@@ -545,7 +543,12 @@ def test_memory_stays_flat_while_the_destination_is_down(harness: Harness) -> No
     assert peak - base < 1024 * 1024  # 5,000 signals held in memory would be ~2.5 MiB
     assert current - base < 256 * 1024
     box = harness.outboxes[0]
-    assert wait_for(lambda: box.pending_count(["brixo"]) == 20_001, timeout=30)
+    wait_for(
+        lambda: box.pending_count(["brixo"]) == 20_001 or None,
+        30,
+        "all 20,001 to be stored",
+        interval=0.005,
+    )
     assert len(exporter.calls) <= 8
 
 

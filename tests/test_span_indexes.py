@@ -202,10 +202,9 @@ def test_sqlite_put_many_purges_in_proportion_to_the_batch(tmp_path: Path) -> No
 
 
 def test_sqlite_put_many_says_not_now_while_another_connection_holds_the_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    monkeypatch.setattr(_sqlite_index, "BUSY_TIMEOUT_MS", 50)
-    index = SqliteSpanIndex(tmp_path / "locked.db")
+    index = SqliteSpanIndex(tmp_path / "locked.db", busy_timeout_ms=50)
     locker = sqlite3.connect(index.path, isolation_level=None)
     try:
         index.put("before", span(1), {})
@@ -252,13 +251,12 @@ def test_sqlite_unreadable_row_is_not_found_with_a_warning(
 
 
 def test_sqlite_unwritable_path_degrades_then_heals(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file where the index directory should be")
     caplog.set_level(logging.WARNING, logger="brixo_otel")
-    monkeypatch.setattr(_sqlite_index, "REOPEN_DELAY_SECONDS", 0.05)
-    index = SqliteSpanIndex(blocker / "index.db")
+    index = SqliteSpanIndex(blocker / "index.db", reopen_delay=0.05)
     try:
         for _ in range(10):
             assert index.put_many([("m1", span(1), {})]) is False  # "not now": keep it for later
@@ -303,12 +301,10 @@ def test_sqlite_reopens_after_fork(sqlite_index: SqliteSpanIndex) -> None:
     assert_found(sqlite_index.get("child"), span(2), {})
 
 
-def test_sqlite_fork_during_a_write_is_said_plainly_in_the_child(
-    sqlite_index: SqliteSpanIndex, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_sqlite_fork_during_a_write_is_said_plainly_in_the_child(tmp_path: Path) -> None:
     """SQLite's lock records are per process: a child forked inside the parent's write
     transaction can never take the file. It cannot be undone safely; it must not be silent."""
-    monkeypatch.setattr(_sqlite_index, "BUSY_TIMEOUT_MS", 10)
+    sqlite_index = SqliteSpanIndex(tmp_path / "forked.db", busy_timeout_ms=10)
     assert sqlite_index._conn is not None
     sqlite_index._conn.execute("BEGIN IMMEDIATE")
     with warnings.catch_warnings():
@@ -334,6 +330,7 @@ def test_sqlite_fork_during_a_write_is_said_plainly_in_the_child(
     assert os.waitstatus_to_exitcode(status) == 0
     sqlite_index.put("parent", span(1), {})  # the parent is unaffected
     assert_found(sqlite_index.get("parent"), span(1), {})
+    sqlite_index.close()
 
 
 WRITER = textwrap.dedent(
@@ -479,7 +476,7 @@ def test_redis_garbage_value_is_not_found_with_a_warning(
 
 
 def test_redis_outage_degrades_quietly_and_recovers_on_restart(
-    redis_server: RedisServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     index = RedisSpanIndex(redis_server.url, retry_interval=0.05)
     try:
@@ -503,8 +500,9 @@ def test_redis_outage_degrades_quietly_and_recovers_on_restart(
         assert len(warnings_from(caplog)) == 1  # once per interval, not once per call
         assert "redis://127.0.0.1:" in warnings_from(caplog)[0].getMessage()
 
-        # A later interval gets one more warning, at the next real attempt.
-        monkeypatch.setattr(internal, "LOG_INTERVAL_SECONDS", 0.3)
+        # A later interval gets one more warning, at the next real attempt (forgetting what
+        # was logged stands for the interval passing).
+        internal.reset_rate_limits()
 
         def warned_again() -> bool | None:
             assert index.get("before") is None

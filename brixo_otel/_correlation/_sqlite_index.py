@@ -120,6 +120,8 @@ class SqliteSpanIndex:
         max_entries: int = 100_000,
         *,
         clock: Callable[[], float] = time.time,
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+        reopen_delay: float = REOPEN_DELAY_SECONDS,
     ) -> None:
         if max_entries < 1:
             raise ValueError(f"max_entries must be at least 1, got {max_entries}")
@@ -130,6 +132,8 @@ class SqliteSpanIndex:
         self._ttl = float(ttl_seconds)
         self._max_entries = max_entries
         self._clock = clock
+        self._busy_timeout_ms = int(busy_timeout_ms)
+        self._reopen_delay = reopen_delay
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._pid = os.getpid()
@@ -275,7 +279,7 @@ class SqliteSpanIndex:
         try:
             self._conn = self._open()
         except (sqlite3.Error, OSError) as exc:
-            self._retry_at = time.monotonic() + REOPEN_DELAY_SECONDS
+            self._retry_at = time.monotonic() + self._reopen_delay
             self._warn(f"cannot use the span index file {self.path}", exc)
             return None
         return self._conn
@@ -286,14 +290,14 @@ class SqliteSpanIndex:
             os.makedirs(directory, exist_ok=True)
         conn = sqlite3.connect(
             self.path,
-            timeout=BUSY_TIMEOUT_MS / 1000,
+            timeout=self._busy_timeout_ms / 1000,
             isolation_level=None,  # transactions are explicit, and as short as possible
             check_same_thread=False,  # shared by threads under self._lock
         )
         try:
             # busy_timeout first: switching to WAL and creating the tables take locks that
             # another process opening the file at the same moment may hold.
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
             (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
             if str(mode).lower() != "wal":
                 raise sqlite3.OperationalError(f"journal mode is {mode}, WAL is needed")
@@ -327,7 +331,7 @@ class SqliteSpanIndex:
         if conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
-        self._retry_at = time.monotonic() + REOPEN_DELAY_SECONDS
+        self._retry_at = time.monotonic() + self._reopen_delay
         self._warn(f"{doing} the span index file {self.path}", exc)
 
     def _warn_forked_mid_write(self) -> None:

@@ -58,6 +58,8 @@ class FeedbackMetrics:
         self,
         meter_provider: metrics.MeterProvider | None,
         dimensions: Iterable[str] = DEFAULT_DIMENSIONS,
+        *,
+        max_values_per_dimension: int = MAX_VALUES_PER_DIMENSION,
     ) -> None:
         provider = meter_provider or metrics.get_meter_provider()
         meter = provider.get_meter("brixo_otel", __version__)
@@ -73,6 +75,7 @@ class FeedbackMetrics:
         )
         self._dimensions = frozenset(check_dimensions(dimensions))
         self._seen: dict[str, set[AttributeValue]] = {}
+        self._max_values = max_values_per_dimension
         self._lock = threading.Lock()
 
     def _bounded(self, source: Mapping[str, AttributeValue]) -> dict[str, AttributeValue]:
@@ -85,7 +88,7 @@ class FeedbackMetrics:
                 with self._lock:
                     seen = self._seen.setdefault(name, set())
                     if value not in seen:
-                        if len(seen) >= MAX_VALUES_PER_DIMENSION:
+                        if len(seen) >= self._max_values:
                             value = OTHER_VALUE
                         else:
                             seen.add(value)

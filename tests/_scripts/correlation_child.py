@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import sys
-import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository, for tests._services
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -22,6 +24,7 @@ import brixo_otel
 from brixo_otel import attributes as attrs
 from brixo_otel.exporters import InMemorySignalExporter
 from brixo_otel.testing import SpanCapture
+from tests._services import wait_for
 
 
 def main() -> None:
@@ -67,9 +70,13 @@ def main() -> None:
         if ready:
             print(json.dumps({"committed": True}), flush=True)
             sys.stdin.readline()
-        deadline = time.monotonic() + 25
-        while not capture.spans(attrs.FEEDBACK_SPAN_NAME) and time.monotonic() < deadline:
-            time.sleep(0.02)  # the pipeline links as soon as A's span is in the shared index
+        # the pipeline links as soon as A's span is in the shared index, then emits the span
+        wait_for(
+            lambda: capture.spans(attrs.FEEDBACK_SPAN_NAME) or None,
+            25,
+            "the feedback span",
+            interval=0.02,
+        )
         span = capture.one(attrs.FEEDBACK_SPAN_NAME)
         points = [
             dict(point.attributes)

@@ -12,15 +12,16 @@ import os
 import signal as signals
 import sys
 import threading
-import time
 from pathlib import Path
 
-from brixo_otel._delivery import _worker as _processor
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository, for tests._services
+
 from brixo_otel._delivery._outbox import Outbox
 from brixo_otel._delivery._worker import SignalProcessor
 from brixo_otel._policies import RetryPolicy
 from brixo_otel._signal import Signal, validate
 from brixo_otel.exporters import DeliveryResult, SignalExporter
+from tests._services import wait_for
 
 
 class RecordingExporter(SignalExporter):
@@ -41,19 +42,11 @@ class RecordingExporter(SignalExporter):
         return DeliveryResult.delivered()
 
 
-def wait_for_file(path: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {path}")
-        time.sleep(0.005)
-
-
 def main() -> None:
     mode, outbox_path, record = sys.argv[1:4]
     count = int(sys.argv[4]) if len(sys.argv) > 4 else 1
     hang = mode in ("kill-after-enqueue", "kill-in-flight", "exit-hang")
-    _processor.EXIT_BUDGET_SECONDS = 1.0  # type: ignore[misc]  # keep the hang test short
+    os.environ["BRIXO_OTEL_EXIT_BUDGET_SECONDS"] = "1"  # keep the hang test short
     outbox = Outbox(outbox_path)
     processor = SignalProcessor(
         outbox,
@@ -63,7 +56,8 @@ def main() -> None:
     )
     if len(sys.argv) > 6:  # start together with the other processes
         Path(sys.argv[5]).touch()
-        wait_for_file(sys.argv[6])
+        go = Path(sys.argv[6])
+        wait_for(lambda: go.exists() or None, 20, f"{go} to appear", interval=0.005)
     for index in range(count):
         signal = validate("thumbs_up", message_id=f"{os.getpid()}-{index}")
         if not processor.enqueue(signal):
@@ -72,11 +66,12 @@ def main() -> None:
         if mode == "kill-after-enqueue":
             os.kill(os.getpid(), signals.SIGKILL)
     if mode == "kill-in-flight":
-        deadline = time.monotonic() + 10
-        while outbox.stats().get("brixo", {}).get("in_flight") != 1:
-            if time.monotonic() > deadline:
-                raise SystemExit("never went in flight")
-            time.sleep(0.005)
+        wait_for(
+            lambda: outbox.stats().get("brixo", {}).get("in_flight") == 1 or None,
+            10,
+            "the signal to go in flight",
+            interval=0.005,
+        )
         os.kill(os.getpid(), signals.SIGKILL)
     if mode == "deliver":
         if not processor.flush(timeout=30):

@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository, for tests._services
 
 import brixo_otel
 from brixo_otel import RetryPolicy
 from brixo_otel.exporters._dixa import DixaExporter
 from brixo_otel.testing import SpanCapture
+from tests._services import wait_for
 
 AGENT_ID = "eeb3bbe5-0355-4ac1-8af5-20d42a3db24b"
 USER_ID = "b0323b42-c428-4afa-970e-20bf5bdeeec4"
@@ -34,11 +38,9 @@ def main() -> None:
         tracer_provider=SpanCapture().provider,
     )
     sent = brixo_otel.feedback("thumbs_down", conversation_id=conversation, user_message="slow")
-    deadline = time.monotonic() + 20
-    while (offer := exporter.rating_id(sent.id)) is None:
-        if time.monotonic() > deadline:
-            raise SystemExit("the offer never reached the exporter's state")
-        time.sleep(0.005)
+    offer = wait_for(
+        lambda: exporter.rating_id(sent.id), 20, "the offer in the exporter's state", interval=0.005
+    )
     print(sent.id, offer, flush=True)
     time.sleep(60)  # the test kills us (SIGKILL) once the submit is on the wire
 

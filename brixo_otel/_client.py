@@ -164,7 +164,7 @@ class Client:
                 on_error=settings.on_error,
                 on_delivered=settings.on_delivered,
                 meter_provider=settings.meter_provider,
-                trace_pending=None if self._trace_export is None else self._trace_export.pending,
+                traces=self._trace_export,
             )
         except BaseException:
             outbox.close()
@@ -228,7 +228,12 @@ class Client:
         tracer.id_generator = ids  # type: ignore[attr-defined]
         logger = self._join_logger_provider().get_logger("brixo_otel", __version__)
         return OpenTelemetryRecord(
-            tracer, ids, logger, self.metrics, capture_content=self.settings.capture_content
+            tracer,
+            ids,
+            logger,
+            self.metrics,
+            capture_content=self.settings.capture_content,
+            expect_export=None if self._trace_export is None else self._trace_export.expect,
         )
 
     def _default_exporters(self) -> list[SignalExporter]:

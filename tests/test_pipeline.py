@@ -153,10 +153,16 @@ def test_a_hung_or_locked_index_costs_the_app_nothing(
 
 
 async def test_afeedback_never_stalls_the_event_loop(tmp_path: Path, local: Local) -> None:
-    """A slow index and an outbox locked by another process: the loop's lag stays small."""
+    """A 300 ms index and an outbox locked by another process: the loop's lag stays small.
+
+    Measured two ways: the time each `afeedback()` holds the loop, and the lag of a 1 ms
+    heartbeat beside it. Percentiles, not the maximum: on a shared 2-core machine any thread
+    (ours, the test server's) can take the GIL for a switch interval (5 ms) now and then.
+    """
     memory = InMemorySignalExporter()
     local(span_index=HungIndex(0.3), exporters=[memory], outbox_path=tmp_path / "o.db")
     lags: list[float] = []
+    held_for: list[float] = []
     running = True
 
     async def heartbeat() -> None:
@@ -165,22 +171,30 @@ async def test_afeedback_never_stalls_the_event_loop(tmp_path: Path, local: Loca
             await asyncio.sleep(0.001)
             lags.append(time.perf_counter() - started - 0.001)
 
+    async def rate(**target: str) -> brixo_otel.Signal:
+        started = time.perf_counter()
+        signal = await brixo_otel.afeedback("thumbs_up", **target)
+        held_for.append(time.perf_counter() - started)
+        await asyncio.sleep(0.002)
+        return signal
+
     beat = asyncio.create_task(heartbeat())
     for n in range(20):
-        await brixo_otel.afeedback("thumbs_up", message_id=f"slow-{n}")
-        await asyncio.sleep(0.002)
+        await rate(message_id=f"slow-{n}")
     holder = sqlite3.connect(tmp_path / "o.db", isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # another process holds the outbox
     try:
-        held = [
-            await brixo_otel.afeedback("thumbs_up", conversation_id=f"c-{n}") for n in range(20)
-        ]
-        await asyncio.sleep(0.05)
+        held = [await rate(conversation_id=f"c-{n}") for n in range(20)]
     finally:
         holder.close()
     running = False
     await beat
-    assert max(lags) < 0.005, f"worst event-loop lag {max(lags) * 1000:.1f} ms"
+    lags.sort()
+    held_for.sort()
+    assert held_for[len(held_for) // 2] < 0.001, f"median afeedback {held_for[20] * 1000:.2f} ms"
+    assert held_for[int(len(held_for) * 0.95)] < 0.005
+    assert lags[int(len(lags) * 0.95)] < 0.005, f"p95 loop lag {lags[-1] * 1000:.1f} ms"
+    assert lags[-1] < 0.3  # the 300 ms index never ran on the loop
     # What the locked outbox could not take was held, then committed and delivered.
     assert await asyncio.to_thread(brixo_otel.flush, 10)
     assert {s.id for s in held} <= {s.id for s in memory.signals()}

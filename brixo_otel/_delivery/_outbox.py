@@ -57,6 +57,9 @@ class Delivery:
     #: When the row entered the outbox (epoch seconds): the clock for `max_age`.
     created_at: float
     row_id: int
+    #: What the last attempt left on the row (why it failed; for the OpenTelemetry record,
+    #: that it was emitted and waits for its export).
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -100,9 +103,10 @@ class Outbox(AdminQueries, ExporterStateStore, OutboxDatabase):
                     f"outbox full: {rows} rows stored, max_rows={limits.max_rows}; "
                     f"signal {signal.id} was refused"
                 )
-            if stored + self.wal_bytes + size * count > limits.max_bytes:
+            overhead = self.overhead_bytes
+            if stored + overhead + size * count > limits.max_bytes:
                 raise OutboxFull(
-                    f"outbox full: {stored} bytes stored and {self.wal_bytes} in the WAL, "
+                    f"outbox full: {stored} bytes stored and {overhead} more on disk (WAL, pages), "
                     f"max_bytes={limits.max_bytes}; signal {signal.id} was refused"
                 )
             if count == 1:
@@ -182,7 +186,7 @@ class Outbox(AdminQueries, ExporterStateStore, OutboxDatabase):
             " SELECT id FROM (SELECT id FROM deliveries WHERE state = 1"
             f"  AND destination IN ({marks}) AND lease_until <= ? LIMIT ?)"
             f" UNION ALL {per_destination} LIMIT ?)"
-            " RETURNING id, signal_id, destination, payload, attempts, created_at"
+            " RETURNING id, signal_id, destination, payload, attempts, created_at, reason"
         )
         params: list[object] = [self.owner, now + self.limits.lease_seconds, *dests, now, limit]
         for dest in dests:
@@ -194,7 +198,7 @@ class Outbox(AdminQueries, ExporterStateStore, OutboxDatabase):
             rows = conn.execute(sql, params).fetchall()
         claimed: list[Delivery] = []
         corrupt: list[tuple[int, str, str]] = []
-        for row_id, signal_id, destination, payload, attempts, created_at in sorted(rows):
+        for row_id, signal_id, destination, payload, attempts, created_at, reason in sorted(rows):
             try:
                 signal = Signal.from_json(payload)
             except Exception as exc:  # any shape of damage: bad JSON, missing key, bad date
@@ -210,7 +214,9 @@ class Outbox(AdminQueries, ExporterStateStore, OutboxDatabase):
                     type(exc).__name__,
                 )
                 continue
-            claimed.append(Delivery(signal, destination, attempts, created_at, row_id))
+            claimed.append(
+                Delivery(signal, destination, attempts, created_at, row_id, reason or "")
+            )
         if corrupt:
             with self._transaction() as conn:
                 for row_id, _, destination in corrupt:
@@ -247,9 +253,9 @@ class Outbox(AdminQueries, ExporterStateStore, OutboxDatabase):
                     ).rowcount
                 elif outcome.action == "defer":
                     changed = conn.execute(
-                        f"UPDATE deliveries SET state = 0, next_attempt_at = ?, {_UNLEASE}"
-                        f" WHERE {_MINE}",
-                        (outcome.when, *key),
+                        "UPDATE deliveries SET state = 0, next_attempt_at = ?,"
+                        f" reason = COALESCE(NULLIF(?, ''), reason), {_UNLEASE} WHERE {_MINE}",
+                        (outcome.when, outcome.reason, *key),
                     ).rowcount
                 elif outcome.action == "release":
                     changed = conn.execute(

@@ -35,7 +35,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from opentelemetry.metrics import MeterProvider
 
@@ -47,6 +47,8 @@ from brixo_otel._delivery._outbox import Delivery, Outbox, OutboxFull, Outcome
 from brixo_otel._delivery._retry import decide
 from brixo_otel._errors import ConfigurationError
 from brixo_otel._exporter import DeliveryResult, DeliveryStatus, SignalExporter
+from brixo_otel._feedback._record import RECORD_STAGE
+from brixo_otel._feedback._span import feedback_span_ids
 from brixo_otel._forksafe import after_fork_in_child, module_state_after_fork
 from brixo_otel._internal import (
     instrumentation_suppressed,
@@ -82,6 +84,18 @@ TRACE_EXPORT_WAIT_SECONDS: Final = 30.0
 _TRACE_EXPORT_RECHECK: Final = 0.2
 
 DEFAULT_POLICY: Final = RetryPolicy()
+#: Left on a record-stage row whose feedback span was emitted and waits for its export.
+_EMITTED: Final = "emitted; waiting for the span to be exported"
+
+
+class TraceTracker(Protocol):
+    """What the worker asks of brixo-otel's own trace export (`TraceExport`)."""
+
+    def pending(self, span_id: int) -> bool: ...
+
+    def exported(self, span_id: int) -> bool: ...
+
+    def flush_soon(self) -> None: ...
 
 ErrorCallback = Callable[[Signal, str, str], None]
 DeliveredCallback = Callable[[Signal, str], None]
@@ -107,7 +121,7 @@ class SignalProcessor:
         on_error: ErrorCallback | None = None,
         on_delivered: DeliveredCallback | None = None,
         meter_provider: MeterProvider | None = None,
-        trace_pending: Callable[[int], bool] | None = None,
+        traces: TraceTracker | None = None,
     ) -> None:
         if not isinstance(max_in_flight, int) or max_in_flight < 1:
             raise ConfigurationError(f"max_in_flight must be an int >= 1, got {max_in_flight!r}")
@@ -132,7 +146,10 @@ class SignalProcessor:
         self._poll_interval = poll_interval
         self._on_error = on_error
         self._on_delivered = on_delivered
-        self._trace_pending = trace_pending
+        self._traces = traces
+        #: Record-stage rows emitted by this process and waiting for their span to be exported:
+        #: row id → when emitted (the wait is bounded; past it the span is emitted again).
+        self._emitted: dict[int, float] = {}
         #: destination → until when (epoch seconds) it gets no claims; infinity: key refused.
         self._paused: dict[str, float] = {}
         self._key_refusal_logged: set[str] = set()
@@ -607,30 +624,55 @@ class SignalProcessor:
 
     def _defer_until_traces_left(self, claimed: list[Delivery]) -> list[Delivery]:
         """Give back, for a moment, first attempts whose rated span is still in this process's
-        trace export queue: the destination would answer 404 until the trace arrives."""
-        pending = self._trace_pending
-        if pending is None:
+        trace export queue (the destination would answer 404 until the trace arrives); and
+        settle record-stage rows whose feedback span was emitted here: done once it has left,
+        deferred while it waits, emitted again if it never left."""
+        traces = self._traces
+        if traces is None:
             return claimed
         ready: list[Delivery] = []
-        deferred: list[Outcome] = []
+        settled: list[Outcome] = []
         now = time.time()
         for delivery in claimed:
             exporter = self._exporters.get(delivery.destination)
             rated = delivery.signal.rated
-            if (
+            if delivery.reason == _EMITTED and delivery.destination == RECORD_STAGE:
+                outcome = self._settle_emitted(delivery, traces, now)
+                if outcome is None:
+                    ready.append(delivery)  # it never left: emit it again, same span id
+                else:
+                    settled.append(outcome)
+            elif (
                 exporter is not None
                 and exporter.waits_for_trace_export
                 and delivery.attempts == 0
                 and rated is not None
                 and now - delivery.created_at < TRACE_EXPORT_WAIT_SECONDS
-                and pending(rated.span_id)
+                and traces.pending(rated.span_id)
             ):
-                deferred.append(Outcome(delivery, "defer", now + _TRACE_EXPORT_RECHECK))
+                settled.append(Outcome(delivery, "defer", now + _TRACE_EXPORT_RECHECK))
             else:
                 ready.append(delivery)
-        if deferred:
-            self._outbox.record(deferred)
+        if settled:
+            applied = self._outbox.record(settled)
+            for outcome, done in zip(settled, applied, strict=True):
+                if done and outcome.action == "delivered":
+                    self._after_delivered(outcome.delivery)
         return ready
+
+    def _settle_emitted(
+        self, delivery: Delivery, traces: TraceTracker, now: float
+    ) -> Outcome | None:
+        span_id = feedback_span_ids(delivery.signal.id)[1]
+        if traces.exported(span_id):
+            self._emitted.pop(delivery.row_id, None)
+            return Outcome(delivery, "delivered")
+        emitted_at = self._emitted.get(delivery.row_id)
+        if emitted_at is None or now - emitted_at > TRACE_EXPORT_WAIT_SECONDS:
+            self._emitted.pop(delivery.row_id, None)
+            return None  # emitted by a process that died, or lost on the way: again
+        traces.flush_soon()
+        return Outcome(delivery, "defer", now + _TRACE_EXPORT_RECHECK)
 
     def _active_destinations(self, now: float) -> list[str]:
         return [dest for dest in self._destinations if self._paused.get(dest, 0.0) <= now]
@@ -699,7 +741,7 @@ class SignalProcessor:
             with instrumentation_suppressed():
                 result = self._exporters[destination].export(delivery.signal)
         except Exception as exc:
-            if raise_internal_errors() and destination == "opentelemetry":
+            if raise_internal_errors() and destination == RECORD_STAGE:
                 raise
             log_rate_limited(
                 logging.WARNING,
@@ -728,6 +770,13 @@ class SignalProcessor:
             result, delivery.attempts, max(0.0, now - delivery.created_at), self._policy
         )
         if decision.action == "delivered":
+            traces = self._traces
+            if destination == RECORD_STAGE and traces is not None:
+                span_id = feedback_span_ids(delivery.signal.id)[1]
+                if not traces.exported(span_id):  # emitted, not yet exported: wait for it
+                    self._emitted[delivery.row_id] = now
+                    traces.flush_soon()
+                    return Outcome(delivery, "defer", now + _TRACE_EXPORT_RECHECK, _EMITTED)
             return Outcome(delivery, "delivered")
         if decision.action == "key_refused":
             self._paused[destination] = math.inf

@@ -10,11 +10,16 @@ on the app's thread, and emits three things:
   context: the GenAI semantic conventions move evaluation results from span events to log events
   (the span event is kept for backends that read only spans);
 - the `brixo.feedback` counter, dimensioned by the rated message.
+
+With brixo-otel's own trace export, the stage is done only once the span has left the process
+(the worker defers the row until then), so a SIGKILL after the emission but before the export
+re-emits it, with the same span id, in the next process.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from opentelemetry import trace
 from opentelemetry._logs import Logger, LogRecord, SeverityNumber
@@ -27,6 +32,7 @@ from brixo_otel._feedback._span import (
     SignalIdGenerator,
     emit_feedback_span,
     evaluation_attributes,
+    feedback_span_ids,
 )
 from brixo_otel._signal import Signal
 
@@ -49,7 +55,11 @@ class OpenTelemetryRecord(SignalExporter):
         metrics: FeedbackMetrics,
         *,
         capture_content: bool,
+        expect_export: Callable[[int], None] | None = None,
     ) -> None:
+        #: Told each feedback span id before it is emitted, when brixo-otel's own trace export
+        #: runs: the worker then waits for that span to leave before calling the stage done.
+        self._expect_export = expect_export
         self._tracer = tracer
         self._ids = ids
         self._logger = logger
@@ -60,6 +70,8 @@ class OpenTelemetryRecord(SignalExporter):
         return True
 
     def export(self, signal: Signal) -> DeliveryResult:
+        if self._expect_export is not None:
+            self._expect_export(feedback_span_ids(signal.id)[1])
         feedback_span = emit_feedback_span(
             self._tracer, self._ids, signal, capture_content=self._capture_content
         )

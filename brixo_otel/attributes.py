@@ -14,6 +14,10 @@ from typing import Final
 MESSAGE_ID: Final = "brixo.message_id"
 SESSION_ID: Final = "brixo.session_id"
 GEN_AI_CONVERSATION_ID: Final = "gen_ai.conversation.id"
+#: On a message span whose consumer went away before the message ended (a client disconnect, a
+#: stream closed or dropped early): `true`, and why (`closed`, `cancelled`, `idle`, `abandoned`).
+MESSAGE_CANCELLED: Final = "brixo.message.cancelled"
+MESSAGE_CANCEL_REASON: Final = "brixo.message.cancel_reason"
 
 # Interaction root span (vendor SDK compatible).
 SPAN_KIND: Final = "brixo.span.kind"

@@ -109,10 +109,17 @@ def test_vendor_quickstart_runs_unchanged_through_the_stand_in(
     assert "reset your password" in result.stdout
 
     spans = {span.name: span for span in brixo_server.spans()}
-    assert set(spans) == {"Handle support question", "handle_streaming", "Sync stream"}
+    # the three interactions, and the rating of the first (tests/test_vendor_rating.py)
+    assert set(spans) == {
+        "Handle support question",
+        "handle_streaming",
+        "Sync stream",
+        "brixo.feedback",
+    }
     root = spans["Handle support question"]
     assert root.attributes == {
         "brixo.span.kind": "ROOT",
+        "brixo.message_id": "msg_1001",
         "brixo.account.id": "acct_42",
         "brixo.account.name": "Acme Corp",
         "brixo.account.logo_url": "https://acme.example/logo.png",

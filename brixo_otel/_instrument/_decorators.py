@@ -3,7 +3,9 @@
 Built on wrapt so a decorated callable keeps its signature, `__wrapped__`, and method binding.
 There is one wrapper per kind of callable, chosen once at decoration time, because each kind
 ends its span at a different moment: on return, when the coroutine finishes, or when the stream
-is exhausted, closed or fails.
+is exhausted, closed or fails. A stream whose consumer goes away without closing it is ended by
+the stream watcher (`_streams`) once it has been idle for its timeout; a message that stops
+because its consumer did (closed early, cancelled, idle, collected) is marked cancelled.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import contextvars
 import inspect
 import logging
+import sys
+import weakref
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from types import TracebackType
 from typing import Any, Final, TypeVar, overload
@@ -24,6 +28,7 @@ from opentelemetry.util.types import AttributeValue
 
 from brixo_otel import attributes as attrs
 from brixo_otel._instrument import _current as _runtime
+from brixo_otel._instrument import _streams
 from brixo_otel._instrument._scope import (
     INTERACTION_KEY,
     MESSAGE_KEY,
@@ -31,8 +36,8 @@ from brixo_otel._instrument._scope import (
     MessageScope,
     current_conversation_id,
 )
-from brixo_otel._instrument._stepping import InContext, step_sync
-from brixo_otel._internal import guard, log_rate_limited
+from brixo_otel._instrument._stepping import InContext, step_sync, step_watched
+from brixo_otel._internal import guard, log_rate_limited, logger
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,6 +45,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 IdSource = str | Callable[[Mapping[str, Any]], "str | None"] | None
 
 _MISSING: Final = object()
+
+#: How long a streamed message waits for its consumer to ask for the next item before it is
+#: taken as abandoned and its span ended (`idle_timeout=` on the decorator; None: never).
+DEFAULT_IDLE_TIMEOUT: Final = 60.0
 
 
 class _IdResolver:
@@ -150,10 +159,126 @@ def _record_failure(span: Span, exc: BaseException) -> None:
     span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
 
 
+def _cancel_reason(exc: BaseException) -> str | None:
+    """Why a message stopped, when `exc` (not an `Exception`) says its consumer stopped it:
+    closed (`GeneratorExit`: `close()`, `aclose()`, `break`, dropped) or cancelled (the task's
+    cancellation: asyncio's, anyio's, trio's). An interrupt or an exit is neither."""
+    if isinstance(exc, GeneratorExit):
+        return _streams.CLOSED
+    if isinstance(exc, (Exception, KeyboardInterrupt, SystemExit)):
+        return None
+    return _streams.CANCELLED
+
+
+def _mark_cancelled(span: Span, reason: str) -> None:
+    """The message ended because its consumer went away: said by attributes, not by the status
+    (a caller that stops is no failure of the message, as OpenTelemetry treats a cancelled
+    call), so error rates stay what they are and `brixo.message.cancelled` finds them all."""
+    span.set_attributes({attrs.MESSAGE_CANCELLED: True, attrs.MESSAGE_CANCEL_REASON: reason})
+
+
+class _Rating:
+    """Whether rating is expected of interactions (`Brixo.init(link_secret=...)`, or one of
+    them already carried a message id), and which interactions were warned about: for the
+    client in use (a new client starts afresh; the tracer tells which client is in use)."""
+
+    __slots__ = ("expected", "tracer", "warned")
+
+    def __init__(self, tracer: object) -> None:
+        self.tracer = tracer
+        self.expected = False
+        #: Interaction names already warned about (once each; bounded).
+        self.warned: set[str] = set()
+
+
+_rating = _Rating(None)
+_MAX_UNRATED_WARNED: Final = 1000
+
+
+def _rating_state() -> _Rating:
+    global _rating
+    if _rating.tracer is not _runtime.tracer:
+        _rating = _Rating(_runtime.tracer)
+    return _rating
+
+
+def expect_rated_interactions() -> None:
+    """From now on (for this client), an interaction that ends without a message id is warned
+    about."""
+    _rating_state().expected = True
+
+
+def check_rateable(span: Span) -> None:
+    """An interaction that ends without a message id cannot be rated; when rating is expected,
+    say so where a developer sees it, once per interaction name."""
+    state = _rating_state()
+    recorded = getattr(span, "attributes", None) or {}
+    if attrs.MESSAGE_ID in recorded:
+        state.expected = True
+        return
+    name = str(getattr(span, "name", "?"))
+    if not state.expected or name in state.warned:
+        return
+    if len(state.warned) < _MAX_UNRATED_WARNED:
+        state.warned.add(name)
+    warn_visibly(
+        "brixo_otel: interaction %r ended without a message id, so feedback cannot rate it "
+        "(its feedback would find no message); pass Brixo.begin_context(message_id=...) or call "
+        "brixo_otel.set_message_id(...) inside it",
+        name,
+    )
+
+
+def warn_visibly(message: str, *args: object) -> None:
+    """A warning that must reach the developer even when the app configured no logging.
+
+    Through the `brixo_otel` logger when any handler would take it (the app's logging, pytest's
+    caplog); otherwise on stderr, as Python's own `logging.lastResort` prints the warnings of a
+    library that has no handler (ours has a `NullHandler`, which silences that fallback). Never
+    through `warnings`: under `-W error` that would raise into the app.
+    """
+    if _has_handler(logger, logging.WARNING):
+        logger.warning(message, *args)
+        return
+    record = logger.makeRecord(logger.name, logging.WARNING, "(brixo_otel)", 0, message, args, None)
+    fallback = logging.lastResort
+    try:
+        if fallback is not None:
+            fallback.handle(record)
+        else:
+            sys.stderr.write(record.getMessage() + "\n")
+    except Exception:  # a closed stderr must not break the app
+        pass
+
+
+def _has_handler(start: logging.Logger, level: int) -> bool:
+    """Whether a record at `level` from `start` would reach a handler other than a NullHandler
+    (the walk `Logger.callHandlers` makes)."""
+    if not start.isEnabledFor(level):
+        return True  # the app turned it off on purpose: respect that
+    current: logging.Logger | None = start
+    while current is not None:
+        for handler in current.handlers:
+            if not isinstance(handler, logging.NullHandler) and level >= handler.level:
+                return True
+        if not current.propagate:
+            return False
+        current = current.parent
+    return False
+
+
 class _Traced:
     """What one decorated callable does on each call: open a scope and its span."""
 
-    __slots__ = ("_conversation_id", "_is_interaction", "_message_id", "_name")
+    __slots__ = (
+        "_conversation_id",
+        "_end_abandoned",
+        "_from_response",
+        "_idle_timeout",
+        "_is_interaction",
+        "_message_id",
+        "_name",
+    )
 
     def __init__(
         self,
@@ -162,11 +287,17 @@ class _Traced:
         message_id: _IdResolver | None = None,
         conversation_id: _IdResolver | None = None,
         is_interaction: bool = False,
+        from_response: bool = False,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     ) -> None:
         self._name = name
         self._message_id = message_id
         self._conversation_id = conversation_id
         self._is_interaction = is_interaction
+        self._from_response = from_response
+        self._idle_timeout = idle_timeout
+        # One bound method for the stream watcher to call, rather than one made per stream.
+        self._end_abandoned = self._end_cancelled
 
     def open(
         self, instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -180,18 +311,13 @@ class _Traced:
         extra = _runtime.root_span_attributes
         span_attributes: dict[str, AttributeValue] = dict(extra) if extra else {}
         if self._is_interaction:
-            span_attributes[attrs.SPAN_KIND] = attrs.SPAN_KIND_ROOT
-            span = _runtime.tracer.start_span(
-                self._name, context=parent, attributes=span_attributes
-            )
-            ctx = otel_context.set_value(INTERACTION_KEY, InteractionScope(span), parent)
-            return span, trace.set_span_in_context(span, ctx)
+            return self._open_interaction(parent, span_attributes)
         assert self._message_id is not None and self._conversation_id is not None
         ids = self._message_id
         message_id = None if ids.never else ids.resolve(instance, args, kwargs)
         ids = self._conversation_id
         conversation_id = None if ids.never else ids.resolve(instance, args, kwargs)
-        scope = MessageScope(message_id, conversation_id)
+        scope = MessageScope(message_id, conversation_id, self._from_response)
         if message_id is not None:
             span_attributes[attrs.MESSAGE_ID] = message_id
         if conversation_id is None:
@@ -204,11 +330,46 @@ class _Traced:
         scope.span = span
         return span, trace.set_span_in_context(span, ctx)
 
+    def _open_interaction(
+        self, parent: Context, span_attributes: dict[str, AttributeValue]
+    ) -> tuple[Span, Context]:
+        """The interaction's root span, which is also the span of a message of its own: one
+        that has no id until `set_message_id` or `Brixo.begin_context(message_id=...)` binds
+        it, and is then indexed and rated like any message."""
+        span_attributes[attrs.SPAN_KIND] = attrs.SPAN_KIND_ROOT
+        conversation_id = current_conversation_id(parent)
+        if conversation_id is not None:  # the span processor leaves a message span to us
+            span_attributes[attrs.SESSION_ID] = conversation_id
+            span_attributes[attrs.GEN_AI_CONVERSATION_ID] = conversation_id
+        scope = MessageScope(None, None)
+        ctx = otel_context.set_value(MESSAGE_KEY, scope, parent)
+        span = _runtime.tracer.start_span(self._name, context=ctx, attributes=span_attributes)
+        scope.span = span
+        ctx = otel_context.set_value(INTERACTION_KEY, InteractionScope(span, scope), ctx)
+        return span, trace.set_span_in_context(span, ctx)
+
     def close(self, span: Span) -> None:
-        """End the span; an interaction first checks it got its context, as the vendor SDK."""
+        """End the span; an interaction first checks it got its context, as the vendor SDK,
+        and that it can be rated when rating is expected."""
         if self._is_interaction:
             check_root_context(span)
+            check_rateable(span)
         span.end()
+
+    def _end_cancelled(self, span: Span, reason: str) -> None:
+        """The stream watcher's way to end a stream whose consumer went away."""
+        _mark_cancelled(span, reason)
+        self.close(span)
+
+    def _end(self, span: Span, failure: Exception | None, stopped: BaseException | None) -> None:
+        """End a message that ran to its end, failed (`failure`) or was stopped (`stopped`)."""
+        if failure is not None:
+            _record_failure(span, failure)
+        elif stopped is not None:
+            reason = _cancel_reason(stopped)
+            if reason is not None:
+                _mark_cancelled(span, reason)
+        self.close(span)
 
     def wrap(self, func: F) -> F:
         target = getattr(func, "__func__", func)
@@ -252,6 +413,11 @@ class _Traced:
         except Exception as exc:
             _record_failure(span, exc)
             raise
+        except BaseException as exc:  # cancelled (a client that went away): say so
+            reason = _cancel_reason(exc)
+            if reason is not None:
+                _mark_cancelled(span, reason)
+            raise
         finally:
             otel_context.detach(token)
             self.close(span)
@@ -263,28 +429,78 @@ class _Traced:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Generator[Any, Any, Any]:
+        timeout = self._idle_timeout
+        if timeout is None:
+            return self._generator(wrapped, args, kwargs, instance, None)
+        stream = _streams.StreamWatch(timeout, is_async=False)
+        generator = self._generator(wrapped, args, kwargs, instance, stream)
+        stream.generator = weakref.ref(generator)
+        return generator
+
+    def _generator(
+        self,
+        wrapped: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        instance: object,
+        stream: _streams.StreamWatch | None,
+    ) -> Generator[Any, Any, Any]:
         span, ctx = self.open(instance, args, kwargs)
         step_ctx = contextvars.copy_context()
         step_ctx.run(otel_context.attach, ctx)
+        failure: Exception | None = None
+        stopped: BaseException | None = None
+        if stream is not None:
+            _streams.watch(stream, span, self._end_abandoned)
         try:
-            return (yield from step_sync(step_ctx, step_ctx.run(wrapped, *args, **kwargs)))
+            inner = step_ctx.run(wrapped, *args, **kwargs)
+            if stream is None:
+                return (yield from step_sync(step_ctx, inner))
+            return (yield from step_watched(step_ctx, inner, stream))
         except Exception as exc:
-            _record_failure(span, exc)
+            failure = exc
+            raise
+        except BaseException as exc:  # closed early, dropped, cancelled: the consumer stopped
+            stopped = exc
             raise
         finally:
-            self.close(span)
+            # The watcher may have ended the span already (the consumer went idle, then came
+            # back); whoever releases the watch ends it.
+            if stream is None or _streams.release(stream):
+                self._end(span, failure, stopped)
+            failure = stopped = None  # no cycle through the frame
 
-    async def _call_async_generator(
+    def _call_async_generator(
         self,
         wrapped: Callable[..., Any],
         instance: object,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> AsyncGenerator[Any, Any]:
+        timeout = self._idle_timeout
+        if timeout is None:
+            return self._async_generator(wrapped, args, kwargs, instance, None)
+        stream = _streams.StreamWatch(timeout, is_async=True)
+        generator = self._async_generator(wrapped, args, kwargs, instance, stream)
+        stream.generator = weakref.ref(generator)
+        return generator
+
+    async def _async_generator(
+        self,
+        wrapped: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        instance: object,
+        stream: _streams.StreamWatch | None,
+    ) -> AsyncGenerator[Any, Any]:
         # The same delegation as `step_sync`, spelled out: async generators have no `yield from`.
         span, ctx = self.open(instance, args, kwargs)
         step_ctx = contextvars.copy_context()
         step_ctx.run(otel_context.attach, ctx)
+        failure: Exception | None = None
+        stopped: BaseException | None = None
+        if stream is not None:
+            _streams.watch(stream, span, self._end_abandoned)
         try:
             agen = step_ctx.run(wrapped, *args, **kwargs)
             to_send: Any = None
@@ -304,11 +520,18 @@ class _Traced:
                     raise
                 except BaseException as exc:  # thrown in by the consumer: forward it
                     to_send, to_throw = None, exc
+                if stream is not None:
+                    stream.turns += 1
         except Exception as exc:
-            _record_failure(span, exc)
+            failure = exc
+            raise
+        except BaseException as exc:  # closed early, dropped, cancelled: the consumer stopped
+            stopped = exc
             raise
         finally:
-            self.close(span)
+            if stream is None or _streams.release(stream):
+                self._end(span, failure, stopped)
+            failure = stopped = None
 
 
 def _qualified_name(func: Callable[..., Any]) -> str:
@@ -322,11 +545,37 @@ def _check_name(name: object) -> str | None:
     return name
 
 
+def _check_idle_timeout(idle_timeout: object) -> float | None:
+    if idle_timeout is None:
+        return None
+    if isinstance(idle_timeout, bool) or not isinstance(idle_timeout, (int, float)):
+        raise TypeError(f"idle_timeout must be seconds (a number) or None, got {idle_timeout!r}")
+    if not idle_timeout > 0:
+        raise TypeError(f"idle_timeout must be more than 0 seconds, got {idle_timeout!r}")
+    return float(idle_timeout)
+
+
+def _check_from_response(from_response: object, message_id: object) -> bool:
+    if not isinstance(from_response, bool):
+        raise TypeError(f"message_id_from_response must be True or False, got {from_response!r}")
+    if from_response and isinstance(message_id, str):
+        raise TypeError(
+            "message_id_from_response=True binds the provider's response id as the message id; "
+            f"it cannot be combined with the fixed message_id {message_id!r}"
+        )
+    return from_response
+
+
 @overload
 def message(func: F, /) -> F: ...
 @overload
 def message(
-    *, message_id: IdSource = None, conversation_id: IdSource = None, name: str | None = None
+    *,
+    message_id: IdSource = None,
+    conversation_id: IdSource = None,
+    name: str | None = None,
+    message_id_from_response: bool = False,
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
 ) -> Callable[[F], F]: ...
 def message(
     func: Callable[..., Any] | None = None,
@@ -335,6 +584,8 @@ def message(
     message_id: IdSource = None,
     conversation_id: IdSource = None,
     name: str | None = None,
+    message_id_from_response: bool = False,
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
 ) -> Any:
     """Trace each call as the span of one assistant message, carrying the app's message id.
 
@@ -343,12 +594,22 @@ def message(
     name supplies it, and `set_message_id()` can bind it inside the call. Every span started
     during the call carries the ids, and the finished span is indexed so that feedback on the
     message joins its trace.
+
+    `message_id_from_response=True`: a message that has no id of its own takes the first
+    provider response id recorded by an LLM span inside it (`gen_ai.response.id`, or
+    OpenInference's recorded response) when that span ends.
+
+    `idle_timeout` (generator functions): seconds the stream may wait for its consumer to ask
+    for the next item before it is taken as abandoned and its span ended, marked cancelled;
+    None never does. Time the generator spends producing an item does not count.
     """
     if isinstance(func, str):
         raise TypeError(
             "message() takes its ids by keyword: @message(message_id=..., conversation_id=...)"
         )
     _check_name(name)
+    from_response = _check_from_response(message_id_from_response, message_id)
+    timeout = _check_idle_timeout(idle_timeout)
 
     def decorate(target: F) -> F:
         if not callable(target) and not isinstance(target, (classmethod, staticmethod)):
@@ -357,6 +618,8 @@ def message(
             name or _qualified_name(target),
             message_id=_IdResolver("message_id", message_id, target),
             conversation_id=_IdResolver("conversation_id", conversation_id, target),
+            from_response=from_response,
+            idle_timeout=timeout,
         )
         return traced.wrap(target)
 
@@ -366,22 +629,35 @@ def message(
 @overload
 def interaction(func: F, /) -> F: ...
 @overload
-def interaction(*, name: str | None = None) -> Callable[[F], F]: ...
+def interaction(
+    *, name: str | None = None, idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT
+) -> Callable[[F], F]: ...
 @overload
-def interaction(name: str | None, /) -> Callable[[F], F]: ...
-def interaction(func: Callable[..., Any] | str | None = None, /, *, name: str | None = None) -> Any:
+def interaction(
+    name: str | None, /, *, idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT
+) -> Callable[[F], F]: ...
+def interaction(
+    func: Callable[..., Any] | str | None = None,
+    /,
+    *,
+    name: str | None = None,
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+) -> Any:
     """Trace each call as the root span of one user interaction (`brixo.span.kind = ROOT`).
 
     `Brixo.begin_context` / `update_context` / `end_context` write the account, user, session
     and content attributes onto this span. `@interaction("name")` is accepted as the vendor SDK
-    spells it.
+    spells it. The interaction is a message too, without an id until one is bound inside it
+    (`set_message_id`, `Brixo.begin_context(message_id=...)`): then it can be rated.
+    `idle_timeout` as for `message`.
     """
     if isinstance(func, str):
         name, func = func, None
     _check_name(name)
+    timeout = _check_idle_timeout(idle_timeout)
 
     def decorate(target: F) -> F:
-        traced = _Traced(name or _qualified_name(target), is_interaction=True)
+        traced = _Traced(name or _qualified_name(target), is_interaction=True, idle_timeout=timeout)
         return traced.wrap(target)
 
     return decorate if func is None else decorate(func)
@@ -391,7 +667,8 @@ class message_span:
     """The span of one assistant message, for code that is not a single function call.
 
     Usable as `with` and `async with`; inside, every span carries the ids, and `set_message_id`
-    binds an id learned later.
+    binds an id learned later (`message_id_from_response=True`: the provider's response id, as
+    for `@message`).
     """
 
     __slots__ = ("_span", "_token", "_traced")
@@ -401,6 +678,8 @@ class message_span:
         message_id: str | None = None,
         conversation_id: str | None = None,
         name: str | None = None,
+        *,
+        message_id_from_response: bool = False,
     ) -> None:
         for argument, value in (("message_id", message_id), ("conversation_id", conversation_id)):
             if value is not None and not (isinstance(value, str) and value):
@@ -409,6 +688,7 @@ class message_span:
             _check_name(name) or "message",
             message_id=_IdResolver("message_id", message_id, _no_parameters),
             conversation_id=_IdResolver("conversation_id", conversation_id, _no_parameters),
+            from_response=_check_from_response(message_id_from_response, message_id),
         )
         self._span: Span | None = None
         self._token: object = None
@@ -430,6 +710,10 @@ class message_span:
             return
         if isinstance(exc, Exception):
             _record_failure(span, exc)
+        elif exc is not None:  # cancelled, or closed inside a generator that was
+            reason = _cancel_reason(exc)
+            if reason is not None:
+                _mark_cancelled(span, reason)
         otel_context.detach(self._token)  # type: ignore[arg-type]
         span.end()
 

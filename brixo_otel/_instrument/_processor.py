@@ -7,12 +7,17 @@ The message span's context goes into the span index when the span *starts*, or a
 `set_message_id` binds its id, so feedback clicked while the answer still streams finds the
 span it rates. When the span ends it is indexed again, now with the attributes gathered from it
 and its children (the model, the agent version), which replace the first entry.
+
+A message that opts in (`message_id_from_response=True`) and has no id yet takes the provider's
+response id from the first span of it that ends recording one (the LLM call's span), and binds
+it as `set_message_id` would: see `provider_response_id` for where the id is read.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
@@ -92,9 +97,15 @@ class BrixoSpanProcessor(SpanProcessor):
             children = self._children
             if len(children) >= _MAX_OPEN_CHILDREN:  # spans that never end must not pile up
                 children.clear()
-            children[span.context.span_id] = message
+            span_id = span.context.span_id
+            children[span_id] = message
             if message.message_id is not None:
                 span.set_attribute(attrs.MESSAGE_ID, message.message_id)
+            else:  # its id may be bound while this span is still open: keep it within reach
+                pending = message.pending
+                if pending is None:
+                    message.pending = pending = {}
+                pending[span_id] = span
             if message.conversation_id is not None:
                 conversation_id = message.conversation_id
         if conversation_id is None:
@@ -114,13 +125,21 @@ class BrixoSpanProcessor(SpanProcessor):
         span_id = span_context.span_id
         child_of = self._children.pop(span_id, None)
         if child_of is not None:
+            pending = child_of.pending
+            if pending:
+                pending.pop(span_id, None)
             if child_of.span_id in self._open_messages:
                 with guard("gathering attributes of a message"):
                     self._gather(child_of, span)
+                    if child_of.from_response and child_of.message_id is None:
+                        response_id = provider_response_id(span)
+                        if response_id is not None:
+                            child_of.bind(response_id)
             return
         message = self._open_messages.pop(span_id, None)
         if message is None:
             return
+        message.pending = None
         try:  # not `with guard(...)`: this runs at the end of every message span
             kept = self._gather(message, span)
             if self._metrics is not None:
@@ -182,6 +201,43 @@ class BrixoSpanProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+
+#: OpenInference's attributes of an LLM span's output: the provider's whole response, as JSON,
+#: whose top-level `id` is the response id (OpenInference has no attribute of its own for it).
+_OI_OUTPUT_VALUE: Final = "output.value"
+_OI_OUTPUT_MIME_TYPE: Final = "output.mime_type"
+_OI_LLM_KIND: Final = "LLM"
+_JSON: Final = "application/json"
+
+
+def provider_response_id(span: ReadableSpan) -> str | None:
+    """The provider's response id a finished LLM span records, if any.
+
+    `gen_ai.response.id` (the OpenTelemetry GenAI conventions: the official OpenAI
+    instrumentation, OpenLLMetry and most others); else, on an OpenInference `LLM` span, the
+    top-level `id` of the response it records as JSON in `output.value`.
+    """
+    recorded = span.attributes
+    if not recorded:
+        return None
+    value = recorded.get(attrs.GEN_AI_RESPONSE_ID)
+    if isinstance(value, str) and value:
+        return value
+    if (
+        recorded.get(attrs.OPENINFERENCE_SPAN_KIND) != _OI_LLM_KIND
+        or recorded.get(_OI_OUTPUT_MIME_TYPE) != _JSON
+    ):
+        return None
+    output = recorded.get(_OI_OUTPUT_VALUE)
+    if not isinstance(output, str) or not output.lstrip().startswith("{"):
+        return None
+    try:
+        document = json.loads(output)
+    except ValueError:
+        return None
+    found = document.get("id") if isinstance(document, dict) else None
+    return found if isinstance(found, str) and found else None
 
 
 def _plain(recorded: Attributes) -> Mapping[str, AttributeValue]:

@@ -29,11 +29,25 @@ INTERACTION_KEY: Final = otel_context.create_key("brixo_otel.interaction")
 class MessageScope:
     """The message being produced: its ids, and its span once started."""
 
-    __slots__ = ("conversation_id", "gathered", "message_id", "on_bound", "span", "span_id")
+    __slots__ = (
+        "conversation_id",
+        "from_response",
+        "gathered",
+        "message_id",
+        "on_bound",
+        "pending",
+        "span",
+        "span_id",
+    )
 
-    def __init__(self, message_id: str | None, conversation_id: str | None) -> None:
+    def __init__(
+        self, message_id: str | None, conversation_id: str | None, from_response: bool = False
+    ) -> None:
         self.message_id = message_id
         self.conversation_id = conversation_id
+        #: Bind the first provider response id seen on a span of the message as its id
+        #: (`@message(message_id_from_response=True)`), if it has none by then.
+        self.from_response = from_response
         self.span: Span | None = None
         #: Set by the span processor on the first span started in the scope: the message span.
         self.span_id: int | None = None
@@ -43,16 +57,41 @@ class MessageScope:
         #: so that an id bound late is indexed at once, while the message is still running.
         #: A reference, not a lookup: the processor is found without any registry on this path.
         self.on_bound: Callable[[MessageScope], None] | None = None
+        #: Spans started in the message while it had no id and not ended yet (span id → span),
+        #: kept by the span processor so that an id bound late reaches them too. Only messages
+        #: whose id is not known at start have it; `None` until the first such span.
+        self.pending: dict[int, Span] | None = None
+
+    def bind(self, message_id: str) -> None:
+        """Make `message_id` the message's id from now on: on the message span and on the spans
+        of the message still open, in the span index (through `on_bound`), and on every span
+        started in the message from now on. Spans that already ended keep what they had."""
+        self.message_id = message_id
+        if self.span is not None:
+            self.span.set_attribute(attrs.MESSAGE_ID, message_id)
+        pending = self.pending
+        if pending:
+            for span in list(pending.values()):  # a copy: spans end in other threads too
+                if span.is_recording():
+                    span.set_attribute(attrs.MESSAGE_ID, message_id)
+        if self.on_bound is not None:
+            self.on_bound(self)
 
 
 class InteractionScope:
-    """One user interaction (the vendor SDK's root span) and what `Brixo.*_context` learned."""
+    """One user interaction (the vendor SDK's root span) and what `Brixo.*_context` learned.
 
-    __slots__ = ("conversation_id", "span")
+    An interaction is also a message scope of its own (`message`), so that it can be rated: a
+    message id bound inside it (`set_message_id`, `Brixo.begin_context(message_id=...)`) makes
+    the root span the rated message span.
+    """
 
-    def __init__(self, span: Span) -> None:
+    __slots__ = ("conversation_id", "message", "span")
+
+    def __init__(self, span: Span, message: MessageScope | None = None) -> None:
         self.span = span
         self.conversation_id: str | None = None
+        self.message = message
 
 
 def current_message(ctx: Context | None = None) -> MessageScope | None:
@@ -109,7 +148,9 @@ def set_message_id(message_id: str) -> None:
     """Bind the current message's id late, e.g. to the provider's response id.
 
     The message span gets the id at once, and is indexed under it at once (so feedback on a
-    message still streaming finds it); spans started from now on in the message inherit it.
+    message still streaming finds it); so do the spans of the message still open, and spans
+    started from now on in the message inherit it. Inside `@Brixo.interaction` (with no
+    `@message` in between) it binds the interaction, which becomes the rated message.
     Outside a message scope there is nothing to bind: that is logged, never raised, because it
     is telemetry and must not break the app.
     """
@@ -123,8 +164,4 @@ def set_message_id(message_id: str) -> None:
             "message_span block; the id was not recorded",
         )
         return
-    scope.message_id = message_id
-    if scope.span is not None:
-        scope.span.set_attribute(attrs.MESSAGE_ID, message_id)
-    if scope.on_bound is not None:
-        scope.on_bound(scope)
+    scope.bind(message_id)

@@ -37,7 +37,7 @@ from brixo_otel._delivery._outbox import Outbox
 from brixo_otel._delivery._worker import SignalProcessor, exit_time_left
 from brixo_otel._errors import ConfigurationError, InvalidSignal, UnknownMessage
 from brixo_otel._exporter import SignalExporter
-from brixo_otel._feedback._metrics import DEFAULT_DIMENSIONS, FeedbackMetrics, check_dimensions
+from brixo_otel._feedback._metrics import FeedbackMetrics, check_dimensions
 from brixo_otel._feedback._record import OpenTelemetryRecord
 from brixo_otel._feedback._span import SignalIdGenerator
 from brixo_otel._instrument._processor import BrixoSpanProcessor
@@ -47,22 +47,8 @@ from brixo_otel._internal import guard, log_rate_limited, logger
 from brixo_otel._policies import OutboxLimits, RetryPolicy
 from brixo_otel._settings import MEMORY_OUTBOX, Settings, resolve
 from brixo_otel._signal import RatedSpan, Signal, SpanRef, retraction, validate
+from brixo_otel._urls import redacted_url
 from brixo_otel._version import __version__
-
-#: Attributes of a message span kept in the index, to dimension feedback by what produced it.
-#: Both the GenAI semantic conventions' names and OpenInference's, since either kind of LLM
-#: instrumentation may have made the span inside the message.
-DEFAULT_INDEXED_ATTRIBUTES = (
-    attrs.GEN_AI_REQUEST_MODEL,
-    attrs.GEN_AI_RESPONSE_MODEL,
-    attrs.GEN_AI_PROVIDER_NAME,
-    attrs.GEN_AI_SYSTEM,
-    attrs.LLM_MODEL_NAME,
-    attrs.LLM_PROVIDER,
-    attrs.AGENT_VERSION,
-    attrs.ENVIRONMENT,
-    attrs.SESSION_ID,
-)
 
 #: Messages are rated within hours, rarely days: a day covers nearly all feedback, and older
 #: feedback is still delivered, only unlinked (or linked through a link token).
@@ -128,13 +114,14 @@ class Client:
         options = {name: value for name, value in locals().items() if name != "self"}
         # Everything that can refuse a setting runs before anything is attached or started.
         self.settings = settings = resolve(options)
-        dimensions = check_dimensions(
-            DEFAULT_DIMENSIONS if settings.metric_dimensions is None else settings.metric_dimensions
-        )
-        indexed = settings.indexed_attributes or DEFAULT_INDEXED_ATTRIBUTES
+        dimensions = check_dimensions(settings.metric_dimensions)
         # metric dimensions must be kept too: feedback in another process reads them from here
-        self._indexed_attributes = tuple(dict.fromkeys((*indexed, *dimensions)))
-        self._exporters = list(settings.exporters or self._default_exporters())
+        self._indexed_attributes = tuple(
+            dict.fromkeys((*settings.indexed_attributes, *dimensions))
+        )
+        self._exporters = list(
+            self._default_exporters() if settings.exporters is None else settings.exporters
+        )
         if not self._exporters:
             log_rate_limited(
                 logging.WARNING,
@@ -201,7 +188,10 @@ class Client:
             if name not in existing and name != attrs.SDK_VERSION
         }
         self._span_processor = BrixoSpanProcessor(
-            self.span_index, indexed_attributes=self._indexed_attributes, metrics=self.metrics
+            self.span_index,
+            indexed_attributes=self._indexed_attributes,
+            metrics=self.metrics,
+            resource_attributes=provider.resource.attributes,
         )
         provider.add_span_processor(self._span_processor)
         return provider
@@ -441,7 +431,7 @@ class Client:
     def __repr__(self) -> str:
         return (
             f"Client(app_name={self.settings.app_name!r}, "
-            f"traces_endpoint={self.settings.traces_endpoint!r}, "
+            f"traces_endpoint={_shown_url(self.settings.traces_endpoint)!r}, "
             f"exporters={[type(e).__name__ for e in self._exporters]}, pid={os.getpid()})"
         )
 
@@ -481,3 +471,8 @@ def _with_caller(signal: Signal) -> Signal:
 
 def _replace(signal: Signal, **changes: Any) -> Signal:
     return dataclasses.replace(signal, **changes)
+
+
+def _shown_url(url: str | None) -> str | None:
+    """A URL as a repr may show it: no userinfo, no query."""
+    return None if url is None else redacted_url(url).split("?", 1)[0]

@@ -283,3 +283,23 @@ def test_a_re_emission_reuses_the_span_id(capture: SpanCapture, memory: object) 
     feedback = capture.one(attrs.FEEDBACK_SPAN_NAME)
     assert feedback.context.span_id == feedback_span_ids(signal.id)[1]
     assert feedback.context.trace_id == feedback_span_ids(signal.id)[0]
+
+
+def test_resource_dimensions_travel_with_the_rated_message(local: Local) -> None:
+    """Agent version and environment in the provider's resource (as when brixo-otel makes the
+    provider) still dimension the feedback: the process that rates cannot read this resource."""
+    from opentelemetry.sdk.resources import Resource
+
+    capture = SpanCapture(Resource.create({attrs.AGENT_VERSION: "v9", attrs.ENVIRONMENT: "prod"}))
+    local(tracer_provider=capture.provider)
+
+    @brixo_otel.message(name="answer")
+    def answer(message_id: str) -> None:
+        pass
+
+    answer("m-res")
+    brixo_otel.feedback("thumbs_up", message_id="m-res")
+    assert brixo_otel.flush(timeout=5)
+    feedback = capture.one(attrs.FEEDBACK_SPAN_NAME)
+    assert feedback.attributes["brixo.rated." + attrs.AGENT_VERSION] == "v9"
+    assert feedback.attributes["brixo.rated." + attrs.ENVIRONMENT] == "prod"

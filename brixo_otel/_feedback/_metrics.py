@@ -19,15 +19,11 @@ from opentelemetry.util.types import AttributeValue
 
 from brixo_otel import attributes as attrs
 from brixo_otel._errors import ConfigurationError
+from brixo_otel._settings import DEFAULT_METRIC_DIMENSIONS
 from brixo_otel._version import __version__
 
-DEFAULT_DIMENSIONS: Final = (
-    attrs.GEN_AI_REQUEST_MODEL,
-    attrs.GEN_AI_PROVIDER_NAME,
-    attrs.GEN_AI_SYSTEM,
-    attrs.AGENT_VERSION,
-    attrs.ENVIRONMENT,
-)
+#: By default: what produced the rated message (see the settings table).
+DEFAULT_DIMENSIONS: Final = DEFAULT_METRIC_DIMENSIONS
 #: Ids are unbounded by nature; refused as dimensions whatever the app asks for.
 FORBIDDEN_DIMENSIONS: Final = frozenset(
     {attrs.MESSAGE_ID, attrs.SESSION_ID, attrs.GEN_AI_CONVERSATION_ID, attrs.SIGNAL_ID}

@@ -58,10 +58,19 @@ class BrixoSpanProcessor(SpanProcessor):
         *,
         indexed_attributes: Sequence[str] = (),
         metrics: FeedbackMetrics | None = None,
+        resource_attributes: Mapping[str, AttributeValue] | None = None,
     ) -> None:
         self._index = index
         self._metrics = metrics
         self._indexed_attributes = frozenset(indexed_attributes)
+        #: Wanted attributes the provider's resource holds (agent version, environment when
+        #: brixo-otel made the provider): kept with every message, unless a span set its own,
+        #: since a process that rates the message cannot read this process's resource.
+        self._from_resource = {
+            name: value
+            for name, value in (resource_attributes or {}).items()
+            if name in self._indexed_attributes
+        }
         self._open_messages: dict[int, MessageScope] = {}
         #: span id of a span inside an open message → that message's scope
         self._children: dict[int, MessageScope] = {}
@@ -142,6 +151,8 @@ class BrixoSpanProcessor(SpanProcessor):
         message.pending = None
         try:  # not `with guard(...)`: this runs at the end of every message span
             kept = self._gather(message, span)
+            for name, value in self._from_resource.items():
+                kept.setdefault(name, value)
             if self._metrics is not None:
                 self._metrics.count_message(kept)
             if message.message_id is not None and self._index is not None:

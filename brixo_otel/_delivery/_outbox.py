@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,12 @@ _INSERT: Final = (
 _TOTALS: Final = "SELECT rows, bytes FROM totals WHERE id = 0"
 _MINE: Final = "id = ? AND owner = ? AND state = 1"
 _UNLEASE: Final = "owner = NULL, lease_until = NULL"
+_DELETE_CHUNK: Final = 500
+
+
+#: One link-stage row to fan out (`Outbox.fan_out`): the stage's row, the signal to store, the
+#: destinations that take it, those that skip it, and when the stage is due again (None: done).
+FanOut = tuple["Delivery", Signal, Sequence[str], Sequence[str], "float | None"]
 
 
 class OutboxFull(Exception):
@@ -130,31 +137,51 @@ class Outbox(AdminQueries, ExporterStateStore, OutboxDatabase):
         `keep_stage_until`, the stage row stays (attempt counted), due again then: it still
         waits for the rated span on behalf of the destinations that need it. False if the
         lease was lost (another process does it)."""
-        payload = signal.to_json()
-        size = len(payload.encode())
+        return self.fan_out_many([(stage, signal, destinations, skipped, keep_stage_until)])[0]
+
+    def fan_out_many(self, fan_outs: Sequence[FanOut]) -> list[bool]:
+        """`fan_out` for a batch of link-stage rows, all in one transaction: a worker linking a
+        backlog commits once per batch instead of once per signal. For each, False if the
+        lease was lost."""
+        payloads = [signal.to_json() for _, signal, _, _, _ in fan_outs]
         now = time.time()
+        owner = self.owner
+        done = [stage.row_id for stage, _, _, _, keep in fan_outs if keep is None]
+        applied: list[bool] = []
+        added: list[tuple[str, str, str, int, float, float]] = []
+        counts: dict[tuple[str, str], int] = {}  # counted once per name and batch
         with self._transaction() as conn:
-            if keep_stage_until is None:
-                changed = conn.execute(
-                    f"DELETE FROM deliveries WHERE {_MINE}", (stage.row_id, self.owner)
-                ).rowcount
-            else:
-                changed = conn.execute(
-                    f"UPDATE deliveries SET state = 0, attempts = attempts + 1,"
-                    f" next_attempt_at = ?, reason = ?, {_UNLEASE} WHERE {_MINE}",
-                    (keep_stage_until, "waiting for the rated span", stage.row_id, self.owner),
-                ).rowcount
-            if not changed:
-                return False
-            conn.executemany(
-                _INSERT,
-                [(signal.id, dest, payload, size, stage.created_at, now) for dest in destinations],
-            )
-            for destination in skipped:
-                conn.execute(COUNT_SQL, (destination, "skipped", 1))
-            if keep_stage_until is None:  # how the stage ended: linked, unresolved, ...
-                conn.execute(COUNT_SQL, (stage.destination, signal.link_status, 1))
-        return True
+            deleted = _delete_mine(conn, done, owner)  # the stages that end
+            for (stage, signal, destinations, skipped, keep_stage_until), payload in zip(
+                fan_outs, payloads, strict=True
+            ):
+                if keep_stage_until is None:
+                    changed = stage.row_id in deleted
+                else:
+                    changed = bool(
+                        conn.execute(
+                            f"UPDATE deliveries SET state = 0, attempts = attempts + 1,"
+                            f" next_attempt_at = ?, reason = ?, {_UNLEASE} WHERE {_MINE}",
+                            (keep_stage_until, "waiting for the rated span", stage.row_id, owner),
+                        ).rowcount
+                    )
+                applied.append(changed)
+                if not changed:
+                    continue
+                size = len(payload.encode())
+                added += [
+                    (signal.id, dest, payload, size, stage.created_at, now) for dest in destinations
+                ]
+                ended = [(destination, "skipped") for destination in skipped]
+                if keep_stage_until is None:  # how the stage ended: linked, unresolved, ...
+                    ended.append((stage.destination, signal.link_status))
+                for counter in ended:
+                    counts[counter] = counts.get(counter, 0) + 1
+            if added:
+                conn.executemany(_INSERT, added)
+            for (destination, name), count in counts.items():
+                conn.execute(COUNT_SQL, (destination, name, count))
+        return applied
 
     def claim(
         self,
@@ -237,14 +264,18 @@ class Outbox(AdminQueries, ExporterStateStore, OutboxDatabase):
         each, False if the lease was lost to another process (which then owns the row)."""
         applied: list[bool] = []
         owner = self.owner
+        done = [o.delivery.row_id for o in outcomes if o.action == "delivered"]
+        delivered: dict[str, int] = {}  # counted once per destination and batch
         with self._transaction() as conn:
+            deleted = _delete_mine(conn, done, owner)  # the common case, in one go
             for outcome in outcomes:
                 delivery = outcome.delivery
                 key = (delivery.row_id, owner)
                 if outcome.action == "delivered":
-                    changed = conn.execute(f"DELETE FROM deliveries WHERE {_MINE}", key).rowcount
+                    changed = int(delivery.row_id in deleted)
                     if changed:
-                        conn.execute(COUNT_SQL, (delivery.destination, "delivered", 1))
+                        destination = delivery.destination
+                        delivered[destination] = delivered.get(destination, 0) + 1
                 elif outcome.action == "retry":
                     changed = conn.execute(
                         "UPDATE deliveries SET state = 0, attempts = attempts + 1,"
@@ -270,6 +301,8 @@ class Outbox(AdminQueries, ExporterStateStore, OutboxDatabase):
                 else:
                     raise ValueError(f"unknown outcome {outcome.action!r}")
                 applied.append(bool(changed))
+            for destination, count in delivered.items():
+                conn.execute(COUNT_SQL, (destination, "delivered", count))
         return applied
 
     def mark_delivered(self, delivery: Delivery) -> bool:
@@ -393,6 +426,24 @@ class Outbox(AdminQueries, ExporterStateStore, OutboxDatabase):
                 params,
             ).fetchone()[0]
         return due
+
+
+def _delete_mine(conn: sqlite3.Connection, row_ids: Sequence[int], owner: str) -> set[int]:
+    """Delete the rows still leased to `owner`, a few statements for many rows (each at most
+    `_DELETE_CHUNK` ids, well under SQLite's bound on parameters); the ids deleted."""
+    deleted: set[int] = set()
+    for start in range(0, len(row_ids), _DELETE_CHUNK):
+        chunk = row_ids[start : start + _DELETE_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        deleted.update(
+            row_id
+            for (row_id,) in conn.execute(
+                "DELETE FROM deliveries WHERE owner = ? AND state = 1"
+                f" AND id IN ({marks}) RETURNING id",
+                (owner, *chunk),
+            )
+        )
+    return deleted
 
 
 def _pid_alive(text: str) -> bool:

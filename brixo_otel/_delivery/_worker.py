@@ -43,7 +43,7 @@ from brixo_otel import attributes as attrs
 from brixo_otel._delivery._database import APP_WAIT_SECONDS, OutboxBusy, OutboxClosed
 from brixo_otel._delivery._exporter_state import ExporterStateStore
 from brixo_otel._delivery._metrics import DeliveryMetrics
-from brixo_otel._delivery._outbox import Delivery, Outbox, OutboxFull, Outcome
+from brixo_otel._delivery._outbox import Delivery, FanOut, Outbox, OutboxFull, Outcome
 from brixo_otel._delivery._retry import decide
 from brixo_otel._errors import ConfigurationError
 from brixo_otel._exporter import DeliveryResult, DeliveryStatus, SignalExporter
@@ -75,6 +75,10 @@ _FLUSH_RECHECK: Final = 0.05
 _RELEASE_GRACE: Final = 0.25
 #: Signals held in memory at most while the outbox cannot take them; past it they are refused.
 MAX_HELD: Final = 10_000
+#: Rows claimed per sender, at most, so that a sender finds the next one waiting.
+CLAIM_AHEAD: Final = 4
+#: Longest a result waits to be recorded with others (a sender wakes the worker for a batch).
+RESULT_DELAY_SECONDS: Final = 0.01
 #: The link stage's first retries come fast (a span written by another process appears within
 #: milliseconds), then back off to this.
 LINK_RETRY_MAX_SECONDS: Final = 5.0
@@ -103,6 +107,10 @@ DeliveredCallback = Callable[[Signal, str], None]
 _Result = tuple[Delivery, DeliveryResult, Signal | None]
 _RESOLVED = DeliveryResult(DeliveryStatus.DELIVERED, "rated span resolved")
 _NOT_YET = DeliveryResult(DeliveryStatus.NOT_FOUND, "rated span not known yet")
+#: A row claimed ahead whose destination was paused before a sender took it: not attempted.
+_NOT_SENT = DeliveryResult(DeliveryStatus.RETRY, "destination paused; not sent")
+#: Answers after which the worker pauses the destination (`decide`).
+_PAUSING: Final = frozenset({DeliveryStatus.THROTTLED, DeliveryStatus.UNAUTHORIZED})
 
 
 class SignalProcessor:
@@ -197,6 +205,9 @@ class SignalProcessor:
         #: True while the worker records results (outbox first, then the app's callbacks).
         self._recording = False
         self._in_flight: dict[int, Delivery] = {}
+        #: destination → rows whose answer pauses it, not recorded yet: rows claimed ahead for
+        #: it are not sent meanwhile.
+        self._unsettled: dict[str, set[int]] = {}
 
     # -- app-facing -----------------------------------------------------------------------------
 
@@ -330,12 +341,15 @@ class SignalProcessor:
                 return True
             jobs: queue.SimpleQueue[Delivery | None] = queue.SimpleQueue()
             results: queue.SimpleQueue[_Result] = queue.SimpleQueue()
+            # This worker's own: what a previous worker's senders note never reaches it.
+            unsettled: dict[str, set[int]] = {}
+            self._unsettled = unsettled
             started: list[threading.Thread] = []
             try:
                 for index in range(self._max_in_flight):
                     sender = threading.Thread(
                         target=self._send_loop,
-                        args=(jobs, results),
+                        args=(jobs, results, unsettled),
                         name=f"brixo-otel-export-{index}",
                         daemon=True,
                     )
@@ -366,16 +380,32 @@ class SignalProcessor:
             return True
 
     def _send_loop(
-        self, jobs: queue.SimpleQueue[Delivery | None], results: queue.SimpleQueue[_Result]
+        self,
+        jobs: queue.SimpleQueue[Delivery | None],
+        results: queue.SimpleQueue[_Result],
+        unsettled: dict[str, set[int]],
     ) -> None:
         wake = self._wake
+        batch = self._max_in_flight
+        paused = self._paused
         while (delivery := jobs.get()) is not None:
-            if delivery.destination == LINK_STAGE:
+            destination = delivery.destination
+            if unsettled.get(destination) or paused.get(destination, 0.0) > time.time():
+                # Claimed ahead, and its destination was paused since, or is about to be (an
+                # answer the worker has not recorded yet): given back unsent.
+                results.put((delivery, _NOT_SENT, None))
+            elif destination == LINK_STAGE:
                 resolved = self._resolve(delivery.signal)
                 results.put((delivery, _RESOLVED if resolved else _NOT_YET, resolved))
             else:
-                results.put((delivery, self._export(delivery), None))
-            wake.set()
+                result = self._export(delivery)
+                if result.status in _PAUSING:
+                    unsettled.setdefault(destination, set()).add(delivery.row_id)
+                results.put((delivery, result, None))
+            # The worker records results in batches: wake it for a batch, or when this
+            # sender has nothing left to do (it claims more).
+            if jobs.empty() or results.qsize() >= batch:
+                wake.set()
 
     def _run(
         self,
@@ -408,14 +438,21 @@ class SignalProcessor:
                         last_reclaim = now
                         self._outbox.reclaim_dead_owners()
                         self._outbox.prune_dead()
-                    wanted = self._max_in_flight - len(in_flight)
+                    # Claim ahead: rows wait, leased, for the next free sender, so a sender
+                    # never waits for the worker's round trip; refilled in one claim once no
+                    # more than one per sender is left.
+                    wanted = 0
+                    if len(in_flight) <= self._max_in_flight:
+                        wanted = CLAIM_AHEAD * self._max_in_flight - len(in_flight)
                     for delivery in self._claim(wanted):
                         in_flight[delivery.row_id] = delivery
                         jobs.put(delivery)
                     self._notify_progress()
                     if deadline is not None and not in_flight and not self._held:
                         return  # shutting down, and nothing due is left
-                    wait = self._idle_time(len(in_flight) >= self._max_in_flight)
+                    wait = self._idle_time(len(in_flight) > self._max_in_flight)
+                    if not results.empty():  # results not worth a wake-up yet: soon anyway
+                        wait = min(wait, RESULT_DELAY_SECONDS)
                 except (sqlite3.Error, OutboxClosed, OSError) as exc:
                     log_rate_limited(
                         logging.ERROR,
@@ -440,6 +477,9 @@ class SignalProcessor:
                     wait = min(wait, max(0.0, deadline - time.monotonic()))
                 self._wake.wait(wait)
         finally:
+            with contextlib.suppress(queue.Empty):
+                while True:  # rows claimed ahead, not started: released below, never sent
+                    jobs.get_nowait()
             leftovers = [Outcome(delivery, "release") for delivery in in_flight.values()]
             with contextlib.suppress(sqlite3.Error, OutboxClosed, OSError):
                 # On failure their leases expire and any process takes them back.
@@ -484,6 +524,7 @@ class SignalProcessor:
     def _collect(self, results: queue.SimpleQueue[_Result], in_flight: dict[int, Delivery]) -> None:
         outcomes: list[Outcome] = []
         followups: list[Callable[[], None]] = []
+        fan_outs: list[FanOut] = []  # of the link stage's rows: one transaction for all
         while True:
             try:
                 delivery, result, resolved = results.get_nowait()
@@ -491,10 +532,18 @@ class SignalProcessor:
                 break
             if in_flight.pop(delivery.row_id, None) is None:
                 continue
+            if result is _NOT_SENT:
+                outcomes.append(Outcome(delivery, "release"))
+                continue
             if delivery.destination == LINK_STAGE:
-                self._link(delivery, resolved)
+                self._link(delivery, resolved, fan_outs)
                 continue
             outcomes.append(self._outcome(delivery, result, followups))
+            pausing = self._unsettled.get(delivery.destination)
+            if pausing:  # recorded: the pause is in place
+                pausing.discard(delivery.row_id)
+        if fan_outs:
+            self._apply_fan_outs(fan_outs)
         if outcomes:
             applied = self._outbox.record(outcomes)
             for outcome, done in zip(outcomes, applied, strict=True):
@@ -539,8 +588,11 @@ class SignalProcessor:
             or (known if isinstance(known, str) and known else None),
         )
 
-    def _link(self, stage: Delivery, resolved: Signal | None) -> None:
-        """Fan a link-stage row out to the destinations, or keep it waiting for the span."""
+    def _link(
+        self, stage: Delivery, resolved: Signal | None, batch: list[FanOut] | None = None
+    ) -> None:
+        """Fan a link-stage row out to the destinations, or keep it waiting for the span. With
+        `batch`, the fan-out joins it, for the caller to apply with others in one transaction."""
         signal = stage.signal
         first = stage.attempts == 0
         age = max(0.0, time.time() - stage.created_at)
@@ -555,13 +607,13 @@ class SignalProcessor:
             )
         if resolved is not None:
             chosen = [e for e in self._exporters.values() if first or e.needs_rated_span]
-            self._fan_out(stage, resolved, chosen, keep_stage_until=None)
+            self._fan_out(stage, resolved, chosen, keep_stage_until=None, batch=batch)
             return
         delay = min(0.25 * 2 ** min(stage.attempts, 10), LINK_RETRY_MAX_SECONDS)
         when = time.time() + min(delay, max(0.05, self._link_window - age))
         if first:
             early = [e for e in self._exporters.values() if not e.needs_rated_span]
-            self._fan_out(stage, signal, early, keep_stage_until=when)
+            self._fan_out(stage, signal, early, keep_stage_until=when, batch=batch)
         else:
             self._outbox.reschedule(stage, when, "waiting for the rated span")
 
@@ -572,24 +624,32 @@ class SignalProcessor:
         exporters: Sequence[SignalExporter],
         *,
         keep_stage_until: float | None,
+        batch: list[FanOut] | None = None,
     ) -> None:
         taking = [e.name for e in exporters if self._accepts(e, signal)]
         skipped = [e.name for e in exporters if e.name not in taking]
-        if not self._outbox.fan_out(
-            stage, signal, taking, skipped, keep_stage_until=keep_stage_until
-        ):
-            return
-        for name in taking:
-            self._metrics.enqueued(name)
-        for name in skipped:
-            self._metrics.skipped(name)
-        if skipped and logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                "brixo_otel: %s on a %s skipped by %s, which do not take it",
-                signal.value,
-                signal.target,
-                skipped,
-            )
+        plan = (stage, signal, taking, skipped, keep_stage_until)
+        if batch is None:
+            self._apply_fan_outs([plan])
+        else:
+            batch.append(plan)
+
+    def _apply_fan_outs(self, plans: Sequence[FanOut]) -> None:
+        applied = self._outbox.fan_out_many(plans)
+        for (_, signal, taking, skipped, _), done in zip(plans, applied, strict=True):
+            if not done:
+                continue
+            for name in taking:
+                self._metrics.enqueued(name)
+            for name in skipped:
+                self._metrics.skipped(name)
+            if skipped and logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "brixo_otel: %s on a %s skipped by %s, which do not take it",
+                    signal.value,
+                    signal.target,
+                    skipped,
+                )
 
     def _accepts(self, exporter: SignalExporter, signal: Signal) -> bool:
         try:

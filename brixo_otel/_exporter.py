@@ -58,6 +58,8 @@ class ExporterState(Protocol):
     For what a destination must remember between deliveries: the item it created for a message
     (so a changed mind updates it instead of adding a second), or the first step of a two-step
     submit (so a retry after a crash does not repeat it). Every `set` is committed at once.
+    `compare_and_set` is for what several processes may race on: the first to move a key from
+    the value it read wins, and the others learn that they lost.
     """
 
     def get(self, key: str) -> str | None: ...
@@ -65,6 +67,11 @@ class ExporterState(Protocol):
     def set(self, key: str, value: str) -> None: ...
 
     def delete(self, key: str) -> None: ...
+
+    def compare_and_set(self, key: str, expected: str | None, value: str) -> bool:
+        """Set `key` to `value` only if it holds `expected` now (None: absent); True if set.
+        The check and the write are one atomic step, across every process sharing the state."""
+        ...
 
 
 class MemoryExporterState:
@@ -85,6 +92,13 @@ class MemoryExporterState:
     def delete(self, key: str) -> None:
         with self._lock:
             self._values.pop(key, None)
+
+    def compare_and_set(self, key: str, expected: str | None, value: str) -> bool:
+        with self._lock:
+            if self._values.get(key) != expected:
+                return False
+            self._values[key] = value
+            return True
 
 
 class SignalExporter(abc.ABC):

@@ -232,14 +232,21 @@ def test_row_cap_refuses_loudly_and_stores_nothing(path: str) -> None:
 
 
 def test_byte_cap_refuses(path: str) -> None:
-    size = len(make_signal(1, "x" * 100).to_json().encode())
-    box = Outbox(path, OutboxLimits(max_bytes=size * 2 + 10))
+    # The cap counts what is on disk (the WAL, SQLite's pages), not only the payloads: a cap of
+    # a few hundred kilobytes takes a few hundred of these signals, and no more.
+    limit = 400 * 1024
+    box = Outbox(path, OutboxLimits(max_bytes=limit))
     try:
-        box.add(make_signal(1, "x" * 100), ["brixo"])
-        box.add(make_signal(2, "x" * 100), ["brixo"])
+        stored = 0
         with pytest.raises(OutboxFull, match="max_bytes"):
-            box.add(make_signal(3, "x" * 100), ["brixo"])
-        assert box.totals() == (2, size * 2)
+            for n in range(10_000):
+                box.add(make_signal(n, "x" * 900), ["brixo"])
+                stored += 1
+        assert 100 < stored < 400
+        rows, payload = box.totals()
+        assert rows == stored and payload < limit
+        on_disk = sum(os.path.getsize(path + suffix) for suffix in ("", "-wal", "-shm"))
+        assert on_disk <= limit
     finally:
         box.close()
 

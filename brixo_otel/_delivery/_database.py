@@ -14,23 +14,32 @@ WAL before `add` returns); only a power loss can take the last commits back — 
 Files can vanish, fill or turn read-only: `check_file()` (called by the worker every poll) notices
 an outbox file deleted or replaced under it, recreates it and copies over what the old, still
 open, connection holds (if the file cannot be made, the old connection goes on serving, and the
-next check tries again); it also checkpoints the WAL. The byte cap counts what is on disk, not
-only the rows' payloads: `overhead_bytes` (the WAL, measured at each commit, and the database
-file's own pages beyond the payloads) is added to them. A connection that SQLite opened read-only
+next check tries again); it also checkpoints the WAL (and the worker does after its commits,
+once it is past its share of the cap). The byte cap counts what is on disk, not only the rows'
+payloads: `bytes_on_disk` adds the WAL (measured at each commit), SQLite's own pages, and the
+pages and index entries of the rows (at the ratio `check_file` measures). Dead letters are
+counted apart, by their own cap and retention. A connection that SQLite opened read-only
 (the file or its directory was not writable then) is reopened after a refused write, so a write
 that fails for that reason succeeds once the permissions are back.
 
-Connections never cross a fork: a child sets the inherited ones aside untouched (closing one could
-roll back into the parent's shared WAL) and opens its own. SQLite's own per-process lock records
-are copied into a child as they are at the fork, so a fork in the middle of one of our
-transactions could leave the child unable to use the file: before a fork we wait for the
-transactions in progress, but only `FORK_WAIT_SECONDS` in all, so `os.fork()` is never held up.
+Connections never cross a fork. SQLite is not fork-safe: besides the connections, a child
+inherits SQLite's table of the files this process has open and the locks it holds on them, but
+not the locks themselves (POSIX locks belong to a process), so even a connection the child opens
+anew on the same file would skip taking locks it believes held, and the parent's commits could
+be lost. So before a fork, every outbox waits (at most `FORK_WAIT_SECONDS` in all, so
+`os.fork()` is never held up) for its transactions in progress and closes its connections; the
+parent reopens them at its next use, and the child starts with nothing of SQLite's inherited.
+An outbox that could not be closed in time is barred in the child (`OutboxInherited`): its
+connections are set aside untouched (closing one could roll back into the parent's shared WAL),
+and the child's signals wait in memory, loudly, rather than risk the file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
+import math
 import os
 import socket
 import sqlite3
@@ -56,9 +65,27 @@ BUSY_TIMEOUT_MS: Final = 5000
 APP_WAIT_SECONDS: Final = 0.02
 #: Checkpoint the WAL back into the database once it is this large (or an eighth of the cap).
 WAL_CHECKPOINT_BYTES: Final = 4 * 1024 * 1024
+#: How long a checkpoint waits for readers and writers to move on, in milliseconds: meanwhile
+#: it holds the write lock, so `feedback()` holds its signals in memory instead of committing.
+CHECKPOINT_WAIT_MS: Final = 20
+#: The worker waits for the write lock in steps this long, letting go of the process's own lock
+#: in between (see `_transaction`).
+_BEGIN_STEP_MS: Final = 20
+#: Longest the worker holds a write back while the WAL is too large to take it (see
+#: `_transaction`): past it, the write goes ahead, since delivery must go on.
+_WAL_THROTTLE_SECONDS: Final = 0.5
 #: What one more commit may add to the WAL beyond its payload (page images of the row, its index
 #: entries and the totals): counted up front, so that a commit admitted under the cap stays so.
 COMMIT_OVERHEAD_BYTES: Final = 64 * 1024
+#: The pages an outbox holds whatever it stores (schema, totals, counters, exporter state).
+BASE_BYTES: Final = 64 * 1024
+#: SQLite's shared-memory file beside the WAL (32 KiB per 4 MiB of WAL).
+SHM_BYTES: Final = 32 * 1024
+#: Bytes on disk per byte of payload (the row's page share, its index entries) until
+#: `check_file` has measured it on at least `_RATIO_SAMPLE_BYTES` of rows; 1.3 to 2.5 is typical
+#: (more for small signals, and for pages left part-empty by deletes).
+DEFAULT_PAGE_RATIO: Final = 2.5
+_RATIO_SAMPLE_BYTES: Final = 256 * 1024
 #: SQLite's primary result codes that mean "this connection can no longer write the file": it
 #: was opened read-only (SQLITE_READONLY, 8), the disk failed it (SQLITE_IOERR, 10), or its
 #: file could not be opened (SQLITE_CANTOPEN, 14).
@@ -137,9 +164,23 @@ class OutboxBusy(Exception):
     """The write lock could not be had within the caller's bound; nothing was stored."""
 
 
+class OutboxInherited(sqlite3.OperationalError):
+    """This process was forked while the outbox was in use, so it must not open the file."""
+
+
 #: Connections inherited across fork: never used nor closed in the child, and held here so they
 #: are never collected (collection would close them).
 _inherited: list[sqlite3.Connection] = []
+
+
+def _abandon(conn: sqlite3.Connection) -> None:
+    """Keep a connection a forked child inherited from ever being closed, even by the
+    interpreter's teardown at exit, which frees what modules hold: closing it would roll back
+    the parent's transaction in progress into the WAL index the processes share (commits of the
+    parent lost). One reference more than anyone will drop; the process's end frees it
+    without SQLite's close ever running."""
+    _inherited.append(conn)
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))
 
 
 class OutboxDatabase:
@@ -158,18 +199,31 @@ class OutboxDatabase:
 
     def _init_process_state(self) -> None:
         """Locks and connections of this process; a forked child starts here again."""
+        #: Why this process must not open the file (see the module), or None.
+        self._barred: str | None = None
+        #: True while a fork waits for this outbox to be idle: the app's threads and the worker
+        #: then keep out of it, so the wait is short.
+        self._forking = False
         for conn in (getattr(self, "_conn", None), getattr(self, "_app_conn", None)):
             if conn is not None:
-                _inherited.append(conn)
+                _abandon(conn)
+                if self.path != ":memory:":
+                    self._barred = (
+                        f"this process was forked while the outbox {self.path!r} was in use "
+                        "by another thread, and SQLite cannot be used safely on a file that a "
+                        "parent had open at the fork; its signals are held in memory (lost at "
+                        "exit). Fork when brixo-otel is idle, or configure it after the fork"
+                    )
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._app_lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._app_conn: sqlite3.Connection | None = None
         self._file_id: tuple[int, int] | None = None
-        #: Bytes of the database file beyond the rows' payloads (pages, indexes), as last
+        #: Bytes on disk per byte of payload, and the bytes of dead letters' pages, as last
         #: measured by `check_file`.
-        self._file_overhead = 0
+        self._page_ratio = DEFAULT_PAGE_RATIO
+        self._dead_pages = 0
 
     @property
     def wal_bytes(self) -> int:
@@ -181,14 +235,38 @@ class OutboxDatabase:
         except OSError:
             return 0
 
-    @property
-    def overhead_bytes(self) -> int:
-        """What the files on disk hold beyond the rows' payloads, as the byte cap counts it: the
-        WAL now, the database's own pages as of the last `check_file`, and room for one more
-        commit's page images."""
+    def bytes_on_disk(self, conn: sqlite3.Connection, stored: int, adding: int) -> int:
+        """What the files would hold once `adding` more bytes of payload are stored (`stored`
+        are already), as the byte cap counts it: twice the WAL's share of the cap (the worker
+        checkpoints it back to empty past its share; past twice, `OutboxBusy` is raised instead
+        of an answer, so the signal waits in memory), the shared-memory file, the
+        database's pages in use (two header reads on `conn`; free pages are reused before the
+        file grows, and dead letters' pages are counted by their own cap instead), the new
+        rows' pages at the ratio `check_file` measured, and room for one commit's page images.
+
+        So the files on disk respect the cap: the database file only grows when its used pages
+        do, and they stay within the cap less what the WAL may take. An in-memory outbox counts
+        its payloads alone."""
         if self.path == ":memory:":
-            return 0
-        return self.wal_bytes + self._file_overhead + COMMIT_OVERHEAD_BYTES
+            return stored + adding
+        wal = self.wal_bytes
+        if wal > 2 * self.wal_share:
+            # The worker checkpoints it at its next commit: until then, this signal waits in
+            # memory rather than grow the WAL further (and is not refused, which a full outbox
+            # would be).
+            raise OutboxBusy(f"outbox {self.path!r}: its WAL ({wal} bytes) is being checkpointed")
+        wal = max(wal, 2 * self.wal_share)
+        page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+        free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+        used = max(0, (pages - free) * page_size - self._dead_pages)
+        rows = math.ceil(adding * self._page_ratio)
+        return wal + SHM_BYTES + used + rows + COMMIT_OVERHEAD_BYTES
+
+    @property
+    def wal_share(self) -> int:
+        """How large the WAL may grow before the worker checkpoints it back to empty."""
+        return min(WAL_CHECKPOINT_BYTES, self.limits.max_bytes // 8)
 
     @property
     def owner(self) -> str:
@@ -203,6 +281,8 @@ class OutboxDatabase:
             raise OutboxClosed(f"outbox {self.path!r} is closed")
         if self._pid != os.getpid():
             self._init_process_state()
+        if self._barred is not None:
+            raise OutboxInherited(self._barred)
         if self._conn is None:
             self._conn = self._open(BUSY_TIMEOUT_MS)
             self._file_id = self._current_file_id()
@@ -239,6 +319,10 @@ class OutboxDatabase:
             if busy_timeout_ms:  # the worker's connection sets the file up
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
+            # SQLite's own checkpoints (PASSIVE, at a commit past 1000 pages) never stop the
+            # WAL from growing while several processes write without pause, and would run on
+            # the app's thread too: the worker checkpoints instead (`_checkpoint_if_large`).
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
             if busy_timeout_ms and conn.execute("PRAGMA user_version").fetchone()[0] != (
                 SCHEMA_VERSION
             ):
@@ -259,21 +343,92 @@ class OutboxDatabase:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """A short write transaction on the worker's connection; `IMMEDIATE` takes the write
-        lock up front, so a reader that later writes never fails on a stale snapshot."""
-        with self._lock:
-            conn = self._connection()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                    conn.execute("COMMIT")
-                except BaseException:
-                    rollback(conn)
-                    raise
-            except sqlite3.Error as exc:
-                if _needs_reopen(exc):
-                    self._discard_worker_connection(conn)
+        lock up front, so a reader that later writes never fails on a stale snapshot.
+
+        While another process holds the write lock, it waits up to `BUSY_TIMEOUT_MS`, but in
+        steps of `_BEGIN_STEP_MS` with this process's lock let go in between: a fork meanwhile
+        then finds the outbox idle and closes it (see the module) instead of leaving a child
+        that cannot use it. A WAL past twice its share is emptied first (waiting up to
+        `_WAL_THROTTLE_SECONDS` if another process is checkpointing it), so the worker's
+        writes cannot grow it without bound either."""
+        now = time.monotonic()
+        deadline = now + BUSY_TIMEOUT_MS / 1000
+        throttle = now + _WAL_THROTTLE_SECONDS
+        while True:
+            if self._forking and time.monotonic() < deadline:
+                time.sleep(0.001)
+                continue
+            with self._lock:
+                conn = self._connection()
+                if self._wal_too_large(conn) and time.monotonic() < throttle:
+                    ready = False
+                else:
+                    try:
+                        ready = self._begin_step(conn, last=time.monotonic() >= deadline)
+                    except sqlite3.Error as exc:
+                        if _needs_reopen(exc):
+                            self._discard_worker_connection(conn)
+                        raise
+                if ready:
+                    try:
+                        yield conn
+                        conn.execute("COMMIT")
+                    except BaseException as exc:
+                        rollback(conn)
+                        if isinstance(exc, sqlite3.Error) and _needs_reopen(exc):
+                            self._discard_worker_connection(conn)
+                        raise
+                    self._checkpoint_if_large(conn)
+                    return
+            time.sleep(0.002)
+
+    def _wal_too_large(self, conn: sqlite3.Connection) -> bool:
+        """Whether the WAL is past twice its share even after a checkpoint; caller holds
+        `_lock`."""
+        if self.wal_bytes <= 2 * self.wal_share:
+            return False
+        self._checkpoint_if_large(conn)
+        return self.wal_bytes > 2 * self.wal_share
+
+    @staticmethod
+    def _begin_step(conn: sqlite3.Connection, *, last: bool) -> bool:
+        """`BEGIN IMMEDIATE`, waiting at most one step for the write lock; False if it is still
+        held by another process (the error itself on the `last` step)."""
+        conn.execute(f"PRAGMA busy_timeout = {_BEGIN_STEP_MS}")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if last or not _is_busy(exc):
                 raise
+            return False
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        return True
+
+    def _checkpoint_if_large(self, conn: sqlite3.Connection, attempts: int = 1) -> None:
+        """Copy the WAL into the database and empty it, once it has grown past its share of the
+        cap. Runs on the worker's thread after its commits (one `stat` when there is nothing to
+        do), so the WAL stays bounded however fast the processes sharing the file write.
+        TRUNCATE (unlike SQLite's own PASSIVE checkpoints) waits for readers and writers and then
+        restarts the WAL from its start; it is busy at once while another process checkpoints,
+        which is then doing it for all. Caller holds `_lock`."""
+        if self.path == ":memory:":
+            return
+        if self.wal_bytes <= self.wal_share:
+            return
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {CHECKPOINT_WAIT_MS}")
+            try:
+                for attempt in range(attempts):
+                    (busy, _, _) = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                    if not busy or self._forking:
+                        return  # done, or a fork waits for this process's lock: later
+                    if attempt + 1 < attempts:
+                        time.sleep(0.005)
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        except sqlite3.Error:
+            pass  # the next commit, or check, tries again
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
@@ -287,6 +442,8 @@ class OutboxDatabase:
         deadline = time.monotonic() + wait
         shared = self.path == ":memory:"
         lock = self._lock if shared else self._app_lock
+        if self._forking:
+            raise OutboxBusy(f"outbox {self.path!r} closing for a fork")
         acquired = lock.acquire(timeout=wait) if wait > 0 else lock.acquire(blocking=False)
         if not acquired:
             raise OutboxBusy(f"outbox {self.path!r} busy in this process")
@@ -322,6 +479,21 @@ class OutboxDatabase:
         finally:
             lock.release()
 
+    def _close_for_fork(self) -> None:
+        """Close this process's connections before a fork (see the module); caller holds both
+        locks. Not an in-memory outbox (closing would lose it), and not while the file was
+        deleted under the connection (it is the only way left to what the old file holds)."""
+        if self.path == ":memory:" or self._pid != os.getpid():
+            return
+        if self._conn is not None and self._current_file_id() != self._file_id:
+            return
+        for conn in (self._app_conn, self._conn):
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+        self._conn = self._app_conn = None
+        self._file_id = None
+
     def _discard_worker_connection(self, conn: sqlite3.Connection) -> None:
         """Drop the worker's connection after an error that it cannot recover from (opened
         read-only, say), so the next call opens a new one. Caller holds `_lock`.
@@ -347,7 +519,7 @@ class OutboxDatabase:
                 if self._pid == os.getpid():
                     conn.close()
                 else:
-                    _inherited.append(conn)
+                    _abandon(conn)
             self._conn = self._app_conn = None
 
     # -- the file's own faults --------------------------------------------------------------
@@ -372,25 +544,25 @@ class OutboxDatabase:
             if self._current_file_id() != self._file_id:
                 self._recreate(conn)
                 conn = self._connection()
-            if self.wal_bytes > min(WAL_CHECKPOINT_BYTES, self.limits.max_bytes // 8):
-                # TRUNCATE waits (busy timeout) for readers to move on, then empties the file.
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._checkpoint_if_large(conn, attempts=5)
             with contextlib.suppress(sqlite3.Error):
-                self._file_overhead = self._measure_overhead(conn)
+                self._measure_pages(conn)
 
-    @staticmethod
-    def _measure_overhead(conn: sqlite3.Connection) -> int:
-        """Bytes of the database's used pages beyond the payloads the totals count."""
+    def _measure_pages(self, conn: sqlite3.Connection) -> None:
+        """The bytes of used pages (beyond `BASE_BYTES`) per byte of payload, dead letters'
+        included (the last ratio while there are too few rows to tell), and the dead letters'
+        share of the pages."""
         page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
         pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
         free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
         row = conn.execute("SELECT bytes FROM totals WHERE id = 0").fetchone()
-        stored = int(row[0]) if row is not None else 0
         (dead,) = conn.execute(
             "SELECT COALESCE(SUM(size), 0) FROM deliveries WHERE state = 2"
         ).fetchone()
-        return max(0, (pages - free) * page_size - stored - int(dead))
+        payload = (int(row[0]) if row is not None else 0) + int(dead)
+        if payload >= _RATIO_SAMPLE_BYTES:
+            self._page_ratio = max(1.0, ((pages - free) * page_size - BASE_BYTES) / payload)
+        self._dead_pages = math.ceil(int(dead) * self._page_ratio)
 
     def _recreate(self, old: sqlite3.Connection) -> None:
         """The file was deleted (or replaced) while open. The old connection still reads the
@@ -487,6 +659,13 @@ class OutboxDatabase:
         )
 
 
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return (code & 0xFF) in (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
 def _needs_reopen(exc: sqlite3.Error) -> bool:
     """Whether SQLite's error means the connection itself cannot write any more (its primary
     result code is one of `_REOPEN_ERRORS`); busy, locked or full are passing states instead."""
@@ -505,15 +684,26 @@ _held_for_fork: list[threading.Lock] = []
 
 
 def _before_fork() -> None:
-    """Wait, briefly, for transactions in progress, so no child inherits one half done."""
+    """Wait, briefly, for transactions in progress, then close the connections, so a child
+    inherits nothing of SQLite's (see the module)."""
     deadline = time.monotonic() + FORK_WAIT_SECONDS
-    for database in list(_live):
+    databases = list(_live)
+    for database in databases:
+        database._forking = True
+    for database in databases:
+        held = 0
         for lock in (database._lock, database._app_lock):
             if lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 _held_for_fork.append(lock)
+                held += 1
+        if held == 2:
+            with contextlib.suppress(Exception):  # never stand in the way of the fork
+                database._close_for_fork()
 
 
 def _after_fork_in_parent() -> None:
+    for database in list(_live):
+        database._forking = False
     while _held_for_fork:
         _held_for_fork.pop().release()
 

@@ -110,10 +110,11 @@ class Outbox(AdminQueries, ExporterStateStore, OutboxDatabase):
                     f"outbox full: {rows} rows stored, max_rows={limits.max_rows}; "
                     f"signal {signal.id} was refused"
                 )
-            overhead = self.overhead_bytes
-            if stored + overhead + size * count > limits.max_bytes:
+            on_disk = self.bytes_on_disk(conn, stored, size * count)
+            if on_disk > limits.max_bytes:
                 raise OutboxFull(
-                    f"outbox full: {stored} bytes stored and {overhead} more on disk (WAL, pages), "
+                    f"outbox full: {stored} bytes stored, {on_disk} on disk with this signal "
+                    "(WAL and pages counted), "
                     f"max_bytes={limits.max_bytes}; signal {signal.id} was refused"
                 )
             if count == 1:

@@ -938,6 +938,10 @@ class SignalProcessor:
             return False
         try:
             for destination in self._destinations:
+                if destination == LINK_STAGE and not self._outbox.pending_count(
+                    [LINK_STAGE], except_waiting=LINK_STAGE
+                ):
+                    continue  # only signals waiting for their span, which flush does not wait for
                 due = self._outbox.next_due([destination])
                 if due is None:
                     continue

@@ -2,7 +2,8 @@
 
 Knobs add up in call order (`fail_next(1, 503)` then `fail_next(1, 429)` fails the next request
 with 503 and the one after with 429), and each request takes at most one scripted fault, in the
-order drop, hang, fail, random failure. Latency comes on top of whatever the request gets.
+order drop, hang, fail, drop after storing, trickle, random fault. Latency comes on top of
+whatever the request gets.
 """
 
 from __future__ import annotations
@@ -35,7 +36,22 @@ class Fail:
     body: dict[str, Any] | None = None
 
 
-Fault = Drop | Hang | Fail
+@dataclass(frozen=True)
+class DropAfterStore:
+    """Handle the request (store the signal), then close the connection without answering: the
+    client cannot tell whether it was stored, and must retry under the same idempotency key."""
+
+
+@dataclass(frozen=True)
+class Trickle:
+    """Handle the request, then send the answer one byte every `interval` seconds: each read
+    the client makes gets a byte well within any read timeout, so only a bound on the whole
+    request ends it."""
+
+    interval: float
+
+
+Fault = Drop | Hang | Fail | DropAfterStore | Trickle
 
 
 def _check_count(count: int) -> None:
@@ -61,9 +77,10 @@ class FaultPlan:
         self._drops = 0
         self._hangs: deque[Hang] = deque()
         self._fails: deque[Fail] = deque()
+        self._after: deque[DropAfterStore | Trickle] = deque()
         self._latency = 0.0
         self._random_rate = 0.0
-        self._random_status = 503
+        self._random_fault: Fault = Fail(503)
         self._random = random.Random()
 
     def fail_next(
@@ -91,18 +108,35 @@ class FaultPlan:
         with self._lock:
             self._hangs.extend([Hang(float(seconds))] * count)
 
+    def drop_after_store_next(self, count: int) -> None:
+        _check_count(count)
+        with self._lock:
+            self._after.extend([DropAfterStore()] * count)
+
+    def trickle_next(self, count: int, interval: float) -> None:
+        _check_count(count)
+        _check_seconds(interval)
+        with self._lock:
+            self._after.extend([Trickle(float(interval))] * count)
+
     def set_latency(self, seconds: float) -> None:
         _check_seconds(seconds)
         with self._lock:
             self._latency = float(seconds)
 
     def fail_randomly(self, rate: float, *, status: int = 503, seed: int | None = None) -> None:
+        _check_status(status)
+        self.fault_randomly(rate, Fail(status), seed=seed)
+
+    def fault_randomly(self, rate: float, fault: Fault, *, seed: int | None = None) -> None:
+        """Give this share (0 to 1) of the requests that no scripted fault takes `fault`."""
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
             raise ValueError(f"rate must be between 0 and 1, got {rate!r}")
-        _check_status(status)
+        if not isinstance(fault, (Drop, Hang, Fail, DropAfterStore, Trickle)):
+            raise TypeError(f"fault must be one of the fault types, got {fault!r}")
         with self._lock:
             self._random_rate = float(rate)
-            self._random_status = status
+            self._random_fault = fault
             self._random = random.Random(seed)
 
     def reset(self) -> None:
@@ -110,9 +144,10 @@ class FaultPlan:
             self._drops = 0
             self._hangs.clear()
             self._fails.clear()
+            self._after.clear()
             self._latency = 0.0
             self._random_rate = 0.0
-            self._random_status = 503
+            self._random_fault = Fail(503)
 
     @property
     def latency(self) -> float:
@@ -129,8 +164,10 @@ class FaultPlan:
                 return self._hangs.popleft()
             if self._fails:
                 return self._fails.popleft()
+            if self._after:
+                return self._after.popleft()
             # Draw only while random failure is on, so a seed gives the same sequence of outcomes
             # however many requests came before it was set.
             if self._random_rate and self._random.random() < self._random_rate:
-                return Fail(self._random_status)
+                return self._random_fault
             return None

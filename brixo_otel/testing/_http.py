@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from brixo_otel.testing import _otlp
-from brixo_otel.testing._faults import Drop, Fail, FaultPlan, Hang
+from brixo_otel.testing._faults import Drop, DropAfterStore, Fail, FaultPlan, Hang, Trickle
 from brixo_otel.testing._records import ReceivedSignal
 from brixo_otel.testing._routes import SignalsRoute, TracesRoute, route
 from brixo_otel.testing._store import Store, StoreClosedError
@@ -240,7 +240,33 @@ class RequestHandler(BaseHTTPRequestHandler):
                 received_at=received_at,
             )
         )
+        if isinstance(fault, DropAfterStore):
+            self._hang_up()
+            return
+        if isinstance(fault, Trickle):
+            self._trickle(fault.interval)
+            return
         self._send(204)
+
+    def _trickle(self, interval: float) -> None:
+        """Answer 204, one byte every `interval` seconds (cut short by `stop()`)."""
+        self._discard_body()
+        self._responded = True
+        self._finish_record(204)
+        answer = (
+            f"HTTP/1.1 204 No Content\r\nServer: {self.server_version}\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode("ascii")
+        self.close_connection = True
+        stopping = self.server.state.stopping
+        for index in range(len(answer)):
+            if index and stopping.wait(interval):
+                return
+            try:
+                self.wfile.write(answer[index : index + 1])
+                self.wfile.flush()
+            except OSError:
+                return  # the client gave up
 
     def _send_fault(self, fault: Fail) -> None:
         headers = {} if fault.retry_after is None else {"Retry-After": fault.retry_after}

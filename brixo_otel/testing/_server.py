@@ -16,7 +16,7 @@ import time
 from types import TracebackType
 from typing import Any
 
-from brixo_otel.testing._faults import FaultPlan
+from brixo_otel.testing._faults import Fault, FaultPlan
 from brixo_otel.testing._http import LoopbackHTTPServer, ServerState
 from brixo_otel.testing._records import ReceivedSignal, ReceivedSpan, RequestRecord
 from brixo_otel.testing._store import Store, StoreClosedError
@@ -225,6 +225,19 @@ class BrixoTestServer:
     def hang_next(self, count: int, seconds: float) -> None:
         """Hold the next `count` signal requests for `seconds`, then answer them normally."""
         self._faults.hang_next(count, seconds)
+
+    def drop_after_store_next(self, count: int) -> None:
+        """Store the next `count` signals, then close the connection without answering."""
+        self._faults.drop_after_store_next(count)
+
+    def trickle_next(self, count: int, interval: float) -> None:
+        """Store the next `count` signals, then send each answer a byte every `interval` s."""
+        self._faults.trickle_next(count, interval)
+
+    def fault_randomly(self, rate: float, fault: Fault, *, seed: int | None = None) -> None:
+        """Give this share (0 to 1) of signal requests `fault` (a type of
+        `brixo_otel.testing._faults`: `Drop`, `Hang`, `Fail`, `DropAfterStore`, `Trickle`)."""
+        self._faults.fault_randomly(rate, fault, seed=seed)
 
     def set_latency(self, seconds: float) -> None:
         """Delay every signal answer by `seconds` (0 turns it off)."""

@@ -364,6 +364,21 @@ class Outbox(AdminQueries, ExporterStateStore, OutboxDatabase):
                 ).rowcount
         return reclaimed
 
+    def emitter_still_waits(self, mark: str, now: float, wait: float) -> bool:
+        """Whether the process named in a record-stage mark ("... by host:pid at epoch") is
+        alive on this host and still within its `wait`: it will settle the row itself. A
+        process on another host cannot be checked: the wait alone decides."""
+        _, _, rest = mark.rpartition(" by ")
+        owner, _, at = rest.partition(" at ")
+        try:
+            emitted_at = float(at)
+        except ValueError:
+            return False
+        if now - emitted_at > wait:
+            return False
+        host, _, pid = owner.rpartition(":")
+        return host != self._host or _pid_alive(pid)
+
     def prune_dead(self) -> int:
         """Forget dead letters past their retention, and the oldest past their cap."""
         limits = self.limits

@@ -696,7 +696,7 @@ class SignalProcessor:
         for delivery in claimed:
             exporter = self._exporters.get(delivery.destination)
             rated = delivery.signal.rated
-            if delivery.reason == _EMITTED and delivery.destination == RECORD_STAGE:
+            if delivery.reason.startswith(_EMITTED) and delivery.destination == RECORD_STAGE:
                 outcome = self._settle_emitted(delivery, traces, now)
                 if outcome is None:
                     ready.append(delivery)  # it never left: emit it again, same span id
@@ -728,11 +728,15 @@ class SignalProcessor:
             self._emitted.pop(delivery.row_id, None)
             return Outcome(delivery, "delivered")
         emitted_at = self._emitted.get(delivery.row_id)
-        if emitted_at is None or now - emitted_at > TRACE_EXPORT_WAIT_SECONDS:
-            self._emitted.pop(delivery.row_id, None)
-            return None  # emitted by a process that died, or lost on the way: again
-        traces.flush_soon()
-        return Outcome(delivery, "defer", now + _TRACE_EXPORT_RECHECK)
+        if emitted_at is not None:  # ours
+            if now - emitted_at > TRACE_EXPORT_WAIT_SECONDS:
+                self._emitted.pop(delivery.row_id, None)
+                return None  # lost on the way out: emit it again, same span id
+            traces.flush_soon()
+            return Outcome(delivery, "defer", now + _TRACE_EXPORT_RECHECK)
+        if self._outbox.emitter_still_waits(delivery.reason, now, TRACE_EXPORT_WAIT_SECONDS):
+            return Outcome(delivery, "defer", now + _TRACE_EXPORT_RECHECK)  # its emitter's
+        return None  # emitted by a process that died (or waited too long): again
 
     def _active_destinations(self, now: float) -> list[str]:
         return [dest for dest in self._destinations if self._paused.get(dest, 0.0) <= now]
@@ -836,7 +840,10 @@ class SignalProcessor:
                 if not traces.exported(span_id):  # emitted, not yet exported: wait for it
                     self._emitted[delivery.row_id] = now
                     traces.flush_soon()
-                    return Outcome(delivery, "defer", now + _TRACE_EXPORT_RECHECK, _EMITTED)
+                    # Who emitted it and when, for the other processes of the outbox: they
+                    # leave it to us while we live and the wait lasts (no second emission).
+                    mark = f"{_EMITTED} by {self._outbox.owner} at {now:.3f}"
+                    return Outcome(delivery, "defer", now + _TRACE_EXPORT_RECHECK, mark)
             return Outcome(delivery, "delivered")
         if decision.action == "key_refused":
             self._paused[destination] = math.inf

@@ -125,6 +125,7 @@ def test_not_found_window_ends_in_a_dead_letter(
         on_error=lambda s, destination, reason: errors.append((destination, reason)),
     )
     brixo_otel.feedback("thumbs_up", message_id="never-traced")
+    wait_for(lambda: errors or None, 10, "the dead letter", interval=0.02)
     assert brixo_otel.flush(timeout=10)  # nothing left pending: it was dead-lettered
     assert brixo_server.signals() == []
     assert errors and errors[0][0] == "brixo" and "404" in errors[0][1]

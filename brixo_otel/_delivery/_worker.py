@@ -241,6 +241,16 @@ class SignalProcessor:
     def _hold(self, signal: Signal, exc: Exception) -> bool:
         if self._pid != os.getpid():
             self._init_process_state()
+        if self._stopped:
+            # No worker will come for what is held: after shutdown, commit patiently here (the
+            # next process delivers it), or say it was refused.
+            try:
+                self._outbox.add(signal, (LINK_STAGE,))
+            except Exception as late:
+                self._refuse(signal, f"the outbox cannot take it after shutdown ({late})", "closed")
+                return False
+            self._metrics.enqueued(LINK_STAGE)
+            return True
         held = self._held
         if len(held) >= MAX_HELD:
             self._refuse(
@@ -252,6 +262,8 @@ class SignalProcessor:
             return False
         held.append(signal)
         self._metrics.held()
+        if self._stopped:  # shut down meanwhile: its worker may have committed its last
+            self._commit_held()
         if not isinstance(exc, OutboxBusy):
             log_rate_limited(
                 logging.ERROR,

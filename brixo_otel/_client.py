@@ -116,9 +116,7 @@ class Client:
         self.settings = settings = resolve(options)
         dimensions = check_dimensions(settings.metric_dimensions)
         # metric dimensions must be kept too: feedback in another process reads them from here
-        self._indexed_attributes = tuple(
-            dict.fromkeys((*settings.indexed_attributes, *dimensions))
-        )
+        self._indexed_attributes = tuple(dict.fromkeys((*settings.indexed_attributes, *dimensions)))
         self._exporters = list(
             self._default_exporters() if settings.exporters is None else settings.exporters
         )

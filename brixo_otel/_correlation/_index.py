@@ -62,10 +62,6 @@ class IndexStore(Protocol):
     def close(self) -> None: ...
 
 
-
-
-
-
 class InMemorySpanIndex:
     """Bounded by count, expiring by age: O(1) put and get, never more than `max_entries` held.
 

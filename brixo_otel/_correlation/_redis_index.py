@@ -50,9 +50,6 @@ _LOG_KEY: Final = "index:redis"
 _UNAVAILABLE: Final = object()
 
 
-
-
-
 def redacted_url(url: str) -> str:
     """The URL as it may appear in logs and errors: scheme, host, port and path, no credentials."""
     try:

@@ -94,10 +94,6 @@ _SELECT: Final = "SELECT entry, expires_at FROM span_index_v1 WHERE message_id =
 _LOG_KEY: Final = "index:sqlite"
 
 
-
-
-
-
 def _is_busy(exc: sqlite3.Error) -> bool:
     """Whether the error only means "another connection holds the lock right now"."""
     code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+

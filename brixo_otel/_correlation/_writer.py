@@ -50,9 +50,6 @@ _FLUSH_POLL_SECONDS: Final = 0.002
 _LOG_KEY: Final = "index:writer"
 
 
-
-
-
 class IndexWriter:
     """One store's queue of puts and the one thread that writes them.
 

@@ -101,6 +101,7 @@ class TraceTracker(Protocol):
 
     def flush_soon(self) -> None: ...
 
+
 ErrorCallback = Callable[[Signal, str, str], None]
 DeliveredCallback = Callable[[Signal, str], None]
 #: A sender's answer: the row, how it went, and for the link stage the resolved signal.

@@ -208,7 +208,6 @@ class _DeadlineTransport(httpx.HTTPTransport):
             pool._network_backend = _DeadlineBackend(backend)
 
 
-
 def path_segment(identifier: str) -> str:
     """The id as exactly one path segment, whatever characters it holds.
 

@@ -47,6 +47,7 @@ RATING_VALUES: Final = (*THUMBS, CSAT, NPS)
 
 DEFAULT_ANNOTATION_NAME: Final = "user_feedback"
 
+
 def score_of(signal: Signal) -> float:
     """1.0 / 0.0 for thumbs; the score itself for csat (1 to 5) and nps (0 to 10)."""
     if signal.score is not None:

@@ -254,8 +254,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         self._responded = True
         self._finish_record(204)
         answer = (
-            f"HTTP/1.1 204 No Content\r\nServer: {self.server_version}\r\n"
-            "Connection: close\r\n\r\n"
+            f"HTTP/1.1 204 No Content\r\nServer: {self.server_version}\r\nConnection: close\r\n\r\n"
         ).encode("ascii")
         self.close_connection = True
         stopping = self.server.state.stopping

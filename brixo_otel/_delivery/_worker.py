@@ -205,6 +205,8 @@ class SignalProcessor:
         self._wants_wake = True
         #: True while the worker records results (outbox first, then the app's callbacks).
         self._recording = False
+        #: Worker rounds completed (claims made, results recorded): see `flush`.
+        self._rounds = 0
         self._in_flight: dict[int, Delivery] = {}
         #: destination → rows whose answer pauses it, not recorded yet: rows claimed ahead for
         #: it are not sent meanwhile.
@@ -298,7 +300,12 @@ class SignalProcessor:
             if self._nothing_pending() and not self._recording:
                 return True
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._nothing_due_before(time.time() + remaining):
+            if remaining <= 0:
+                return False
+            rounds = self._rounds
+            # Early only when what is left waits past the deadline and the worker did nothing
+            # while we looked (a row it claimed and re-scheduled meanwhile could be missed).
+            if self._nothing_due_before(time.time() + remaining) and rounds == self._rounds:
                 return False
             with self._progress:
                 self._progress.wait(min(remaining, _FLUSH_RECHECK))
@@ -774,6 +781,7 @@ class SignalProcessor:
         return max(0.0, wait)
 
     def _notify_progress(self) -> None:
+        self._rounds += 1  # a flush deciding to give up early checks no round passed meanwhile
         with self._progress:
             self._progress.notify_all()
 

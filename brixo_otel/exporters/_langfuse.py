@@ -52,6 +52,8 @@ class LangfuseExporter(SpanAddressedExporter):
     logged). A client passed in stays the caller's: it is used as is, never closed.
     """
 
+    display_name = "Langfuse"
+
     def __init__(
         self,
         public_key: str,
@@ -128,12 +130,9 @@ class LangfuseExporter(SpanAddressedExporter):
         return score
 
     def _route(self, signal: Signal) -> DeliveryResult:
-        if signal.value not in RATING_VALUES and not signal.is_retraction:
-            return permanent(f"Langfuse takes thumbs, csat and nps ratings, not {signal.value}")
-        mark = self._mark(signal)
-        skipped = mark.skip(signal) if mark is not None else None
-        if skipped is not None:
-            return skipped
+        answered, _ = self._checked_mark(signal)
+        if answered is not None:
+            return answered
         if signal.is_retraction:
             path = f"{_SCORES}/{path_segment(score_id(self.score_name, signal))}"
             result = self._send("DELETE", path)

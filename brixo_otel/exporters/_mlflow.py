@@ -61,6 +61,8 @@ class MLflowExporter(SpanAddressedExporter):
     it is used as is, never closed.
     """
 
+    display_name = "MLflow"
+
     def __init__(
         self,
         tracking_uri: str,
@@ -143,12 +145,9 @@ class MLflowExporter(SpanAddressedExporter):
     def _route(self, signal: Signal) -> DeliveryResult:
         if signal.target != "message":
             return permanent("MLflow assessments rate a trace; a conversation rating has none")
-        if signal.value not in RATING_VALUES and not signal.is_retraction:
-            return permanent(f"MLflow takes thumbs, csat and nps ratings, not {signal.value}")
-        mark = self._mark(signal)
-        skipped = mark.skip(signal) if mark is not None else None
-        if skipped is not None:
-            return skipped
+        answered, mark = self._checked_mark(signal)
+        if answered is not None:
+            return answered
         placed = _Placed.parse(mark.ref) if mark is not None else None
         if signal.is_retraction:
             return self._retract(signal, placed)

@@ -66,6 +66,8 @@ class PhoenixExporter(SpanAddressedExporter):
     caller's: it is used as is, never closed.
     """
 
+    display_name = "Phoenix"
+
     def __init__(
         self,
         base_url: str,
@@ -142,12 +144,9 @@ class PhoenixExporter(SpanAddressedExporter):
         return annotation
 
     def _route(self, signal: Signal) -> DeliveryResult:
-        if signal.value not in RATING_VALUES and not signal.is_retraction:
-            return permanent(f"Phoenix takes thumbs, csat and nps ratings, not {signal.value}")
-        mark = self._mark(signal)
-        skipped = mark.skip(signal) if mark is not None else None
-        if skipped is not None:
-            return skipped
+        answered, mark = self._checked_mark(signal)
+        if answered is not None:
+            return answered
         if signal.is_retraction:
             return self._retract(signal, mark)
         if signal.target == "message" and signal.rated is None:

@@ -34,6 +34,7 @@ from brixo_otel.exporters._http import (
     HttpSignalExporter,
     check_header_value,
     encode_json,
+    permanent,
 )
 
 logger = logging.getLogger(__name__)
@@ -152,6 +153,8 @@ class SpanAddressedExporter(HttpSignalExporter):
     #: The worker hands these exporters a message rating only once its rated span is resolved
     #: (or the link window has closed, and `rated` is None).
     needs_rated_span = True
+    #: How errors name the destination ("Phoenix takes thumbs, ...").
+    display_name: str = "this destination"
 
     def __init__(
         self,
@@ -200,6 +203,17 @@ class SpanAddressedExporter(HttpSignalExporter):
     @abc.abstractmethod
     def _route(self, signal: Signal) -> DeliveryResult:
         """Deliver `signal`, holding its message's lock."""
+
+    def _checked_mark(self, signal: Signal) -> tuple[DeliveryResult | None, Mark | None]:
+        """The rating's durable mark, and the answer already due without sending anything: a
+        value this destination does not take, or a rating older than the one applied."""
+        if signal.value not in RATING_VALUES and not signal.is_retraction:
+            refused = permanent(
+                f"{self.display_name} takes thumbs, csat and nps ratings, not {signal.value}"
+            )
+            return refused, None
+        mark = self._mark(signal)
+        return (mark.skip(signal) if mark is not None else None), mark
 
     def _mark(self, signal: Signal) -> Mark | None:
         raw = self.state.get(rating_key(signal))

@@ -16,7 +16,7 @@ an outbox file deleted or replaced under it, recreates it and copies over what t
 open, connection holds (if the file cannot be made, the old connection goes on serving, and the
 next check tries again); it also checkpoints the WAL (and the worker does after its commits,
 once it is past its share of the cap). The byte cap counts what is on disk, not only the rows'
-payloads: `bytes_on_disk` adds the WAL (measured at each commit), SQLite's own pages, and the
+payloads: `bytes_on_disk` adds the WAL, SQLite's own pages, and the
 pages and index entries of the rows (at the ratio `check_file` measures). Dead letters are
 counted apart, by their own cap and retention. A connection that SQLite opened read-only
 (the file or its directory was not writable then) is reopened after a refused write, so a write
@@ -46,13 +46,15 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Final
+from typing import Concatenate, Final, ParamSpec
 
 from brixo_otel._forksafe import after_fork_in_child
 from brixo_otel._internal import log_rate_limited, logger
 from brixo_otel._policies import OutboxLimits
+
+P = ParamSpec("P")
 
 PENDING: Final = 0
 IN_FLIGHT: Final = 1
@@ -86,6 +88,15 @@ SHM_BYTES: Final = 32 * 1024
 #: (more for small signals, and for pages left part-empty by deletes).
 DEFAULT_PAGE_RATIO: Final = 2.5
 _RATIO_SAMPLE_BYTES: Final = 256 * 1024
+#: How long a reading of the database's used pages stands in for reading them again (the
+#: worker reads them at every poll, once a second): a commit estimates them from that reading and
+#: the payload bytes stored since, and reads them exactly (three header reads) only when the
+#: estimate comes within half of what the cap leaves them, or the reading is older.
+PAGES_ESTIMATE_SECONDS: Final = 2.0
+#: How often the app's commits look at the WAL's size (a `stat`), at most, while it is below its
+#: share of the cap; each of this process's commits counts `COMMIT_OVERHEAD_BYTES` more toward it
+#: meanwhile, so a look is never more than a few commits stale where it matters.
+WAL_LOOK_SECONDS: Final = 0.001
 #: SQLite's primary result codes that mean "this connection can no longer write the file": it
 #: was opened read-only (SQLITE_READONLY, 8), the disk failed it (SQLITE_IOERR, 10), or its
 #: file could not be opened (SQLITE_CANTOPEN, 14).
@@ -224,6 +235,12 @@ class OutboxDatabase:
         #: measured by `check_file`.
         self._page_ratio = DEFAULT_PAGE_RATIO
         self._dead_pages = 0
+        #: The last exact reading of the used pages: (bytes in use, payload bytes stored then,
+        #: when, monotonic), or None before the first.
+        self._pages_read: tuple[int, int, float] | None = None
+        #: The WAL's size as last looked at (plus this process's commits since), and when.
+        self._wal_seen = 0
+        self._wal_seen_at = -math.inf
 
     @property
     def wal_bytes(self) -> int:
@@ -240,28 +257,62 @@ class OutboxDatabase:
         are already), as the byte cap counts it: twice the WAL's share of the cap (the worker
         checkpoints it back to empty past its share; past twice, `OutboxBusy` is raised instead
         of an answer, so the signal waits in memory), the shared-memory file, the
-        database's pages in use (two header reads on `conn`; free pages are reused before the
-        file grows, and dead letters' pages are counted by their own cap instead), the new
-        rows' pages at the ratio `check_file` measured, and room for one commit's page images.
+        database's pages in use (free pages are reused before the file grows, and dead letters'
+        pages are counted by their own cap instead), the new rows' pages at the ratio
+        `check_file` measured, and room for one commit's page images.
 
         So the files on disk respect the cap: the database file only grows when its used pages
         do, and they stay within the cap less what the WAL may take. An in-memory outbox counts
-        its payloads alone."""
+        its payloads alone.
+
+        This runs in every `feedback()`, so it touches the disk only where the answer could
+        change: the WAL's size is looked at once a millisecond while it is small
+        (`WAL_LOOK_SECONDS`), and the used pages are estimated unless the estimate nears the cap
+        (`PAGES_ESTIMATE_SECONDS`)."""
         if self.path == ":memory:":
             return stored + adding
-        wal = self.wal_bytes
+        wal = self._recent_wal_bytes(adding)
         if wal > 2 * self.wal_share:
             # The worker checkpoints it at its next commit: until then, this signal waits in
             # memory rather than grow the WAL further (and is not refused, which a full outbox
             # would be).
             raise OutboxBusy(f"outbox {self.path!r}: its WAL ({wal} bytes) is being checkpointed")
-        wal = max(wal, 2 * self.wal_share)
+        others = max(wal, 2 * self.wal_share) + SHM_BYTES + COMMIT_OVERHEAD_BYTES
+        others += math.ceil(adding * self._page_ratio)
+        return others + self._used_bytes(conn, stored, room=self.limits.max_bytes - others)
+
+    def _recent_wal_bytes(self, adding: int) -> int:
+        """The WAL's size, looked at again when the last look is over a millisecond old or past
+        the share; in between, each commit adds what it may write at most (its payload and
+        `COMMIT_OVERHEAD_BYTES`), so this process's own burst is never under-counted, and only
+        other processes' commits of the last millisecond can be (the size matters only past
+        twice the share, which the worker's checkpoints keep it from)."""
+        now = time.monotonic()
+        if self._wal_seen > self.wal_share or now - self._wal_seen_at >= WAL_LOOK_SECONDS:
+            self._wal_seen = self.wal_bytes
+            self._wal_seen_at = now
+        wal = self._wal_seen
+        self._wal_seen = wal + adding + COMMIT_OVERHEAD_BYTES
+        return wal
+
+    def _used_bytes(self, conn: sqlite3.Connection, stored: int, *, room: int) -> int:
+        """The database's pages in use, less the dead letters' share: estimated from the last
+        reading and the payload stored since (at the measured ratio; never less than the
+        reading, as pages freed by deletes are only reused, not returned) while that stays
+        within half the `room` the cap leaves them; read exactly otherwise, which also renews
+        the reading."""
+        reading = self._pages_read
+        if reading is not None:
+            used, stored_then, read_at = reading
+            estimate = used + math.ceil(max(0, stored - stored_then) * self._page_ratio)
+            if 2 * estimate <= room and time.monotonic() - read_at < PAGES_ESTIMATE_SECONDS:
+                return estimate
         page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
         pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
         free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
         used = max(0, (pages - free) * page_size - self._dead_pages)
-        rows = math.ceil(adding * self._page_ratio)
-        return wal + SHM_BYTES + used + rows + COMMIT_OVERHEAD_BYTES
+        self._pages_read = (used, stored, time.monotonic())
+        return used
 
     @property
     def wal_share(self) -> int:
@@ -435,10 +486,17 @@ class OutboxDatabase:
         with self._lock:
             yield self._connection()
 
-    @contextmanager
-    def _app_transaction(self, wait: float) -> Iterator[sqlite3.Connection]:
-        """A write transaction for the app's thread, or `OutboxBusy` after `wait` seconds. An
-        in-memory outbox is one database on one connection: the worker's, under its lock."""
+    def _app_commit(
+        self,
+        wait: float,
+        write: Callable[Concatenate[sqlite3.Connection, P], None],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> None:
+        """`write(conn, ...)` in a write transaction for the app's thread, or `OutboxBusy` after
+        `wait` seconds. An in-memory outbox is one database on one connection: the worker's,
+        under its lock. A call, not a context manager: this runs in every `feedback()`, where a
+        generator-based `with` costs a tenth of the Python work around the commit."""
         deadline = time.monotonic() + wait
         shared = self.path == ":memory:"
         lock = self._lock if shared else self._app_lock
@@ -464,7 +522,7 @@ class OutboxDatabase:
                     time.sleep(delay)
                     delay = min(delay * 2, 0.005)
             try:
-                yield conn
+                write(conn, *args, **kwargs)
                 conn.execute("COMMIT")
             except BaseException:
                 rollback(conn)
@@ -559,10 +617,13 @@ class OutboxDatabase:
         (dead,) = conn.execute(
             "SELECT COALESCE(SUM(size), 0) FROM deliveries WHERE state = 2"
         ).fetchone()
-        payload = (int(row[0]) if row is not None else 0) + int(dead)
+        stored = int(row[0]) if row is not None else 0
+        payload = stored + int(dead)
         if payload >= _RATIO_SAMPLE_BYTES:
             self._page_ratio = max(1.0, ((pages - free) * page_size - BASE_BYTES) / payload)
         self._dead_pages = math.ceil(int(dead) * self._page_ratio)
+        used = max(0, (pages - free) * page_size - self._dead_pages)
+        self._pages_read = (used, stored, time.monotonic())
 
     def _recreate(self, old: sqlite3.Connection) -> None:
         """The file was deleted (or replaced) while open. The old connection still reads the
@@ -651,6 +712,7 @@ class OutboxDatabase:
             self._app_conn = None
             self._conn = new
             self._file_id = self._current_file_id()
+            self._pages_read = None  # a reading of the old file says nothing of the new
         logger.error(
             "brixo_otel: the outbox file %r was deleted or replaced while in use; recreated it "
             "with the %d rows this process still held",

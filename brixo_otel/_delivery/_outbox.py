@@ -99,30 +99,43 @@ class Outbox(AdminQueries, ExporterStateStore, OutboxDatabase):
         """
         payload = signal.to_json()
         size = len(payload.encode())
+        if wait is None:
+            with self._transaction() as conn:
+                self._insert_within_caps(conn, signal, destinations, payload, size)
+        else:
+            self._app_commit(wait, self._insert_within_caps, signal, destinations, payload, size)
+
+    def _insert_within_caps(
+        self,
+        conn: sqlite3.Connection,
+        signal: Signal,
+        destinations: Sequence[str],
+        payload: str,
+        size: int,
+    ) -> None:
+        """`add`'s rows, inside its transaction, or `OutboxFull` if they would pass a cap."""
         count = len(destinations)
-        now = time.time()
         limits = self.limits
-        transaction = self._transaction() if wait is None else self._app_transaction(wait)
-        with transaction as conn:
-            rows, stored = conn.execute(_TOTALS).fetchone()
-            if rows + count > limits.max_rows:
-                raise OutboxFull(
-                    f"outbox full: {rows} rows stored, max_rows={limits.max_rows}; "
-                    f"signal {signal.id} was refused"
-                )
-            on_disk = self.bytes_on_disk(conn, stored, size * count)
-            if on_disk > limits.max_bytes:
-                raise OutboxFull(
-                    f"outbox full: {stored} bytes stored, {on_disk} on disk with this signal "
-                    "(WAL and pages counted), "
-                    f"max_bytes={limits.max_bytes}; signal {signal.id} was refused"
-                )
-            if count == 1:
-                conn.execute(_INSERT, (signal.id, destinations[0], payload, size, now, now))
-            else:
-                conn.executemany(
-                    _INSERT, [(signal.id, dest, payload, size, now, now) for dest in destinations]
-                )
+        rows, stored = conn.execute(_TOTALS).fetchone()
+        if rows + count > limits.max_rows:
+            raise OutboxFull(
+                f"outbox full: {rows} rows stored, max_rows={limits.max_rows}; "
+                f"signal {signal.id} was refused"
+            )
+        on_disk = self.bytes_on_disk(conn, stored, size * count)
+        if on_disk > limits.max_bytes:
+            raise OutboxFull(
+                f"outbox full: {stored} bytes stored, {on_disk} on disk with this signal "
+                "(WAL and pages counted), "
+                f"max_bytes={limits.max_bytes}; signal {signal.id} was refused"
+            )
+        now = time.time()
+        if count == 1:
+            conn.execute(_INSERT, (signal.id, destinations[0], payload, size, now, now))
+        else:
+            conn.executemany(
+                _INSERT, [(signal.id, dest, payload, size, now, now) for dest in destinations]
+            )
 
     def fan_out(
         self,

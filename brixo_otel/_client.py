@@ -295,8 +295,9 @@ class Client:
         visibly in `outbox status`); recorded in the trace as a `brixo.feedback` span with the
         value `retracted`.
         """
-        signal = retraction(message_id=message_id, conversation_id=conversation_id)
-        signal = _with_caller(signal)
+        signal = retraction(
+            message_id=message_id, conversation_id=conversation_id, caller=_caller()
+        )
         self._signals.enqueue(signal)
         return signal
 
@@ -309,7 +310,7 @@ class Client:
             fields["message_id"] = fields.get("message_id") or token.message_id
             context = token.span_context
             rated = RatedSpan(context.trace_id, context.span_id, dict(token.attributes))
-        signal = validate(value, **fields)
+        signal = validate(value, **fields, caller=_caller())
         if rated is not None:
             known = rated.attributes.get(attrs.SESSION_ID)
             signal = _replace(
@@ -319,7 +320,7 @@ class Client:
                 conversation_id=signal.conversation_id
                 or (known if isinstance(known, str) and known else None),
             )
-        return _with_caller(signal)
+        return signal
 
     def _read_link(self, link: object, message_id: str | None) -> Any:
         if not isinstance(link, str):
@@ -459,12 +460,11 @@ def _open_outbox(settings: Settings) -> Outbox:
         ) from None
 
 
-def _with_caller(signal: Signal) -> Signal:
-    """Fix the span current at the call (the request that carried the click) on the signal."""
+def _caller() -> SpanRef | None:
+    """The span current at the call (the request that carried the click), fixed on the signal
+    so its feedback span can link back to it."""
     context = trace.get_current_span().get_span_context()
-    if not context.is_valid:
-        return signal
-    return _replace(signal, caller=SpanRef(context.trace_id, context.span_id))
+    return SpanRef(context.trace_id, context.span_id) if context.is_valid else None
 
 
 def _replace(signal: Signal, **changes: Any) -> Signal:

@@ -381,11 +381,14 @@ def validate(
     score: object = None,
     reasons: object = None,
     accepted_values: tuple[str, ...] = VALUES,
+    caller: SpanRef | None = None,
 ) -> Signal:
     """Build a `Signal` from what the app passed, or raise `InvalidSignal` naming the problem.
 
     What is accepted depends on the input alone, never on the configured destinations: a
-    destination that cannot take a valid signal skips it, visibly, in the pipeline.
+    destination that cannot take a valid signal skips it, visibly, in the pipeline. `caller`
+    (the span current at the call) is the client's, not the app's, and is taken as given: built
+    in here rather than replaced afterwards, which would build the signal twice.
     """
     if not isinstance(value, str) or value not in accepted_values:
         raise InvalidSignal(
@@ -428,14 +431,18 @@ def validate(
         user_message=user_message,
         score=checked_score,
         reasons=_check_reasons(reasons),
+        caller=caller,
     )
 
 
-def retraction(*, message_id: object = None, conversation_id: object = None) -> Signal:
+def retraction(
+    *, message_id: object = None, conversation_id: object = None, caller: SpanRef | None = None
+) -> Signal:
     """The signal that takes back a user's earlier rating of a message or conversation."""
     return validate(
         RETRACTED,
         message_id=message_id,
         conversation_id=conversation_id,
         accepted_values=(RETRACTED,),
+        caller=caller,
     )

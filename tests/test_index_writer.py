@@ -210,6 +210,49 @@ def test_an_id_bound_late_is_indexed_as_soon_as_it_is_bound(local: Local, backen
         assert same_span(backend.lookup(client, "resp_late"), message.get_span_context())
 
 
+class RecordingIndex:
+    """An index of the app's own: it copies what it is given, as one writing to a store would."""
+
+    def __init__(self) -> None:
+        self.puts: list[tuple[str, int, dict[str, object]]] = []
+
+    def put(self, message_id: str, span_context: SpanContext, attributes: Any) -> None:
+        self.puts.append((message_id, span_context.span_id, dict(attributes)))
+
+    def get(self, message_id: str) -> IndexedSpan | None:
+        return None
+
+
+def test_an_index_without_complete_gets_the_final_attributes_in_a_second_put(
+    local: Local, capture: SpanCapture
+) -> None:
+    index = RecordingIndex()
+    local(span_index=index)
+
+    @brixo_otel.message(name="answer")
+    def answer(message_id: str) -> None:
+        with capture.provider.get_tracer("llm").start_as_current_span("chat") as llm:
+            llm.set_attribute(attrs.GEN_AI_REQUEST_MODEL, "gpt-5")
+
+    answer("msg-own")
+    span_id = capture.one("answer").context.span_id
+    assert index.puts == [
+        ("msg-own", span_id, {}),
+        ("msg-own", span_id, {attrs.GEN_AI_REQUEST_MODEL: "gpt-5"}),
+    ]
+
+
+def test_the_memory_tier_has_the_attributes_of_the_ended_spans_of_a_running_message(
+    local: Local, capture: SpanCapture
+) -> None:
+    client = local()
+    with brixo_otel.message_span(message_id="msg-running", name="answer"):
+        with capture.provider.get_tracer("llm").start_as_current_span("chat") as llm:
+            llm.set_attribute(attrs.GEN_AI_REQUEST_MODEL, "gpt-5")
+        found = client.span_index.get("msg-running")
+        assert found is not None and found.attributes == {attrs.GEN_AI_REQUEST_MODEL: "gpt-5"}
+
+
 # -- indexed at start: another process ------------------------------------------------------------
 
 

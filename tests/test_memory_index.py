@@ -92,3 +92,15 @@ def test_get_local_is_get() -> None:
     index.put("m", context(1), {})
     found = index.get_local("m")
     assert found is not None and found.span_context == context(1)
+
+
+def test_get_hands_out_a_copy_of_a_mapping_its_writer_still_completes() -> None:
+    index = InMemorySpanIndex()
+    gathering: dict[str, object] = {}
+    index.put("m", context(1), gathering)  # type: ignore[arg-type]
+    gathering["gen_ai.request.model"] = "gpt-5"  # completed in place, as a message span ends
+    found = index.get("m")
+    assert found is not None and dict(found.attributes) == {"gen_ai.request.model": "gpt-5"}
+    found.attributes["gen_ai.request.model"] = "changed by a reader"  # type: ignore[index]
+    again = index.get("m")
+    assert again is not None and again.attributes == {"gen_ai.request.model": "gpt-5"}

@@ -62,7 +62,9 @@ def attributes_to_json(attributes: Mapping[str, AttributeValue]) -> dict[str, At
     next to them are what links the feedback at all.
     """
     kept: dict[str, AttributeValue] = {}
-    for name, value in attributes.items():
+    # A snapshot first (one C-level step, atomic under the GIL): the writer's thread encodes a
+    # dict that a message still running may be gathering into on the app's thread.
+    for name, value in list(attributes.items()):
         if not isinstance(name, str):
             continue
         safe = _json_safe(value)

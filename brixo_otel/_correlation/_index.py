@@ -28,15 +28,16 @@ class IndexedSpan(NamedTuple):
 
 
 #: One index write: message id, span context, kept attributes. A plain tuple, not a NamedTuple:
-#: two are built for every message span (at its start and at its end).
+#: one is built at the start of every message span, for a shared store one more at its end.
 Put: TypeAlias = tuple[str, SpanContext, Mapping[str, AttributeValue]]
 
 
 class SpanIndex(Protocol):
     """What every index offers; implementations must be thread-safe and never raise.
 
-    `put` runs on the app's thread, at the start and at the end of every message span, so it
-    must not wait on anything; `get` runs on the delivery worker's thread and may do I/O.
+    `put` runs on the app's thread, at the start of every message span (and at its end, unless
+    the index has a `complete`, see `BrixoSpanProcessor`), so it must not wait on anything; `get`
+    runs on the delivery worker's thread and may do I/O.
     """
 
     def put(
@@ -94,12 +95,18 @@ class InMemorySpanIndex:
         """A fresh eviction lock: a parent thread may have held it at the fork."""
         self._lock = threading.Lock()
 
+    #: `put` keeps the mapping it is given, so one that its caller completes in place later
+    #: needs no second put: the span processor, which puts a message at its start with the dict
+    #: the message gathers its attributes in, has nothing to tell this index at the end.
+    complete = None
+
     def put(
         self, message_id: str, span_context: SpanContext, attributes: Mapping[str, AttributeValue]
     ) -> None:
-        """Keep `attributes` as given (not copied): callers hand over a mapping they own.
+        """Keep `attributes` as given (not copied): the caller may still complete it in place,
+        and `get` hands out copies.
 
-        No lock on the common path: this runs at the start and at the end of every message span,
+        No lock on the common path: this runs at the start of every message span,
         and each step is one dict operation, atomic under the GIL. Eviction, rare, takes the
         lock, so only one thread iterates the dict; a concurrent writer can only make it evict
         one more.
@@ -125,7 +132,9 @@ class InMemorySpanIndex:
                 if self._entries.get(message_id) is entry:  # not replaced meanwhile
                     del self._entries[message_id]
             return None
-        return IndexedSpan(span_context, attributes)
+        # A copy: the message may still be gathering into it, and readers may treat what they
+        # get as their own. One C-level copy of a dict is atomic under the GIL.
+        return IndexedSpan(span_context, dict(attributes))
 
     #: The same as `get`, as everything here is local: offered so that app-thread callers
     #: (`link_token`) can ask any built-in index for what this process knows, without I/O.

@@ -26,7 +26,8 @@ CLOSE_TIMEOUT_SECONDS: Final = 2.0
 class TieredSpanIndex:
     """Memory tier + shared store; `put` costs the app a dict write and a deque append.
 
-    - `put` (app's thread): memory tier now, the store through the writer.
+    - `put` (app's thread): memory tier now, the store through the writer; `complete`: the
+      store only, for a dict put earlier and completed in place since.
     - `get` (the delivery worker's thread; may do I/O): memory tier, else the store.
     - `get_local` (any thread; no I/O): memory tier only, for app-thread callers.
     - `flush`, `close`, `dropped`, `pending`: the writer's, see `IndexWriter`.
@@ -44,7 +45,7 @@ class TieredSpanIndex:
         self.store = store
         self.memory = InMemorySpanIndex(max_entries=max_entries, ttl_seconds=ttl_seconds)
         self.writer = IndexWriter(store, queue_size=queue_size, batch_size=batch_size)
-        # Bound once: `put` runs twice per message span.
+        # Bound once: `put` runs at the start of every message span, `_submit` at its end too.
         self._remember = self.memory.put
         self._submit = self.writer.submit
 
@@ -54,9 +55,17 @@ class TieredSpanIndex:
     def put(
         self, message_id: str, span_context: SpanContext, attributes: Mapping[str, AttributeValue]
     ) -> None:
-        """Record a message span; `attributes` must not change afterwards (it is shared with the
-        writer's thread, which encodes it later)."""
+        """Record a message span. `attributes` is kept as given, by the memory tier and in the
+        writer's queue: a dict the caller completes in place later reaches the store through
+        `complete`."""
         self._remember(message_id, span_context, attributes)
+        self._submit((message_id, span_context, attributes))
+
+    def complete(
+        self, message_id: str, span_context: SpanContext, attributes: Mapping[str, AttributeValue]
+    ) -> None:
+        """The dict put earlier for `message_id` was completed in place: the memory tier holds
+        it already, so only the store needs the final write."""
         self._submit((message_id, span_context, attributes))
 
     def get(self, message_id: str) -> IndexedSpan | None:

@@ -5,8 +5,9 @@ instrumentor) get the ids without knowing about us.
 
 The message span's context goes into the span index when the span *starts*, or as soon as
 `set_message_id` binds its id, so feedback clicked while the answer still streams finds the
-span it rates. When the span ends it is indexed again, now with the attributes gathered from it
-and its children (the model, the agent version), which replace the first entry.
+span it rates. What that entry keeps is the very dict in which the message gathers the wanted
+attributes of its spans as they end (the model, the agent version): complete once the message
+span ends, without a second write to the in-process index (a shared store gets the final one).
 
 A message that opts in (`message_id_from_response=True`) and has no id yet takes the provider's
 response id from the first span of it that ends recording one (the LLM call's span), and binds
@@ -16,12 +17,13 @@ it as `set_message_id` would: see `provider_response_id` for where the id is rea
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import SpanContext
 from opentelemetry.util.types import Attributes, AttributeValue
 
 from brixo_otel import attributes as attrs
@@ -77,13 +79,21 @@ class BrixoSpanProcessor(SpanProcessor):
         self._enabled = True
         # One bound method for every scope to call back, rather than one made per message.
         self._bound_late = self._index_bound_id
+        #: What the end of a message tells the index. A message is put once, at its start (or
+        #: when its id is bound), with the dict it gathers its attributes in, completed in place
+        #: when it ends; the built-in indexes keep that dict as given, so the memory tier needs
+        #: no second put and a shared store only the final write (`complete`). Any other index
+        #: may have copied what it was given: it gets a second put.
+        self._index_end: Callable[[str, SpanContext, Mapping[str, AttributeValue]], None] | None = (
+            None if index is None else getattr(index, "complete", index.put)
+        )
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         if not self._enabled:
             return
         ctx = otel_context.get_current() if parent_context is None else parent_context
         message = ctx.get(MESSAGE_KEY)
-        conversation_id = ctx.get(CONVERSATION_KEY)
+        conversation_id: object = None
         if isinstance(message, MessageScope):
             if message.span_id is None:
                 # The first span of a scope is the message span; the decorator started it with
@@ -91,14 +101,16 @@ class BrixoSpanProcessor(SpanProcessor):
                 span_context = span.context
                 message.span_id = span_context.span_id
                 self._open_messages[message.span_id] = message
+                if self._from_resource:  # the spans of the message, ending later, override them
+                    message.gathered.update(self._from_resource)
                 index = self._index
                 if index is not None:
                     message.on_bound = self._bound_late
                     if message.message_id is not None:
-                        # No attributes yet: they come when the span ends. A fresh dict, as
-                        # readers of the index may treat what they get as their own.
+                        # The very dict the message gathers its attributes in: the built-in
+                        # indexes keep it as given, so it is complete when the span ends.
                         try:  # not `with guard(...)`: this runs at the start of every message
-                            index.put(message.message_id, span_context, {})
+                            index.put(message.message_id, span_context, message.gathered)
                         except Exception as exc:
                             if not swallowed("indexing a message span", exc):
                                 raise
@@ -115,12 +127,13 @@ class BrixoSpanProcessor(SpanProcessor):
                 if pending is None:
                     message.pending = pending = {}
                 pending[span_id] = span
-            if message.conversation_id is not None:
-                conversation_id = message.conversation_id
+            conversation_id = message.conversation_id
         if conversation_id is None:
-            interaction = ctx.get(INTERACTION_KEY)
-            if isinstance(interaction, InteractionScope):
-                conversation_id = interaction.conversation_id
+            conversation_id = ctx.get(CONVERSATION_KEY)
+            if conversation_id is None:
+                interaction = ctx.get(INTERACTION_KEY)
+                if isinstance(interaction, InteractionScope):
+                    conversation_id = interaction.conversation_id
         if isinstance(conversation_id, str):
             span.set_attribute(attrs.SESSION_ID, conversation_id)
             span.set_attribute(attrs.GEN_AI_CONVERSATION_ID, conversation_id)
@@ -139,7 +152,7 @@ class BrixoSpanProcessor(SpanProcessor):
                 pending.pop(span_id, None)
             if child_of.span_id in self._open_messages:
                 with guard("gathering attributes of a message"):
-                    self._gather(child_of, span)
+                    self._gather(child_of, span.attributes)
                     if child_of.from_response and child_of.message_id is None:
                         response_id = provider_response_id(span)
                         if response_id is not None:
@@ -150,13 +163,12 @@ class BrixoSpanProcessor(SpanProcessor):
             return
         message.pending = None
         try:  # not `with guard(...)`: this runs at the end of every message span
-            kept = self._gather(message, span)
-            for name, value in self._from_resource.items():
-                kept.setdefault(name, value)
+            kept = self._gather(message, span.attributes)
             if self._metrics is not None:
                 self._metrics.count_message(kept)
-            if message.message_id is not None and self._index is not None:
-                self._index.put(message.message_id, span_context, kept)
+            index_end = self._index_end
+            if index_end is not None and message.message_id is not None:
+                index_end(message.message_id, span_context, kept)
         except Exception as exc:
             if not swallowed("indexing a message span", exc):
                 raise
@@ -173,7 +185,8 @@ class BrixoSpanProcessor(SpanProcessor):
         ):
             return
         try:
-            index.put(message.message_id, span.get_span_context(), self.attributes_so_far(message))
+            kept = self._gather(message, getattr(span, "attributes", None))
+            index.put(message.message_id, span.get_span_context(), kept)
         except Exception as exc:
             if not swallowed("indexing a message span", exc):
                 raise
@@ -187,12 +200,12 @@ class BrixoSpanProcessor(SpanProcessor):
             kept.update((name, value) for name, value in own.items() if name in wanted)
         return kept
 
-    def _gather(self, message: MessageScope, span: ReadableSpan) -> dict[str, AttributeValue]:
-        """Add `span`'s wanted attributes to what the message has gathered; the latest wins,
-        and the message span itself, which ends last, has the final word."""
+    def _gather(self, message: MessageScope, recorded: Attributes) -> dict[str, AttributeValue]:
+        """Add the wanted attributes of a span of the message to what it has gathered; the
+        latest wins, and the message span itself, which ends last, has the final word."""
         gathered = message.gathered
         wanted = self._indexed_attributes
-        for name, value in _plain(span.attributes).items():
+        for name, value in _plain(recorded).items():
             if name in wanted:
                 gathered[name] = value
         return gathered
@@ -253,8 +266,9 @@ def provider_response_id(span: ReadableSpan) -> str | None:
 
 def _plain(recorded: Attributes) -> Mapping[str, AttributeValue]:
     """A span's attributes as a plain dict. The SDK hands out a read-only proxy over its own
-    mapping, where every lookup goes through several layers; one `copy()` is much cheaper."""
-    if not recorded:
-        return {}
-    copy = getattr(recorded, "copy", None)
-    return copy() if copy is not None else recorded
+    mapping, where every lookup goes through several layers, and even its truth test is a call
+    into Python; one `copy()` is much cheaper."""
+    try:
+        return recorded.copy()  # type: ignore[union-attr,no-any-return]
+    except AttributeError:  # None, or a mapping of some other SDK
+        return recorded or {}

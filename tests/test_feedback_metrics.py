@@ -152,3 +152,27 @@ def test_indexed_attributes_are_configurable(capture: SpanCapture, metrics: Metr
     assert feedback.attributes["brixo.rated." + attrs.GEN_AI_REQUEST_MODEL] == "gpt-5"
     with pytest.raises(TypeError, match="indexed_attributes must be a list"):
         configure(capture, metrics, indexed_attributes="app.route")
+
+
+def test_messages_ended_in_many_threads_are_all_counted_and_the_queue_stays_bounded(
+    metrics: Metrics,
+) -> None:
+    import threading
+
+    counters = _metrics.FeedbackMetrics(metrics.provider)
+    model = {attrs.GEN_AI_REQUEST_MODEL: "gpt-5", attrs.AGENT_VERSION: "v1"}
+    per_thread = _metrics.MAX_UNCOUNTED_MESSAGES  # past the bound: counted on the way too
+
+    def end_messages() -> None:
+        for n in range(per_thread):
+            counters.count_message(model if n % 2 else {})
+            assert len(counters._uncounted) <= _metrics.MAX_UNCOUNTED_MESSAGES + 4
+
+    threads = [threading.Thread(target=end_messages) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    metrics.points("brixo.messages")  # a collection while messages end
+    for thread in threads:
+        thread.join()
+    by_model = ((attrs.AGENT_VERSION, "v1"), (attrs.GEN_AI_REQUEST_MODEL, "gpt-5"))
+    assert metrics.points("brixo.messages") == {by_model: 2 * per_thread, (): 2 * per_thread}

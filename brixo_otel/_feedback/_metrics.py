@@ -11,14 +11,17 @@ message.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Iterable, Mapping
-from typing import Final
+from typing import Final, TypeAlias
 
 from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.util.types import AttributeValue
 
 from brixo_otel import attributes as attrs
 from brixo_otel._errors import ConfigurationError
+from brixo_otel._forksafe import after_fork_in_child
 from brixo_otel._settings import DEFAULT_METRIC_DIMENSIONS
 from brixo_otel._version import __version__
 
@@ -34,6 +37,14 @@ OTHER_VALUE: Final = "_other"
 
 FEEDBACK_COUNTER: Final = "brixo.feedback"
 MESSAGES_COUNTER: Final = "brixo.messages"
+
+#: Ended messages not counted yet, at most. They are counted when the metrics are collected, on
+#: the reader's thread; only when this many pile up between two collections (or nothing ever
+#: collects) does the end of a message count them on the app's thread.
+MAX_UNCOUNTED_MESSAGES: Final = 8192
+
+#: A message's dimensions as a key: (name, value) pairs in name order.
+Dimensions: TypeAlias = tuple[tuple[str, AttributeValue], ...]
 
 
 def check_dimensions(dimensions: Iterable[str]) -> tuple[str, ...]:
@@ -64,8 +75,12 @@ class FeedbackMetrics:
             unit="{signal}",
             description="User feedback signals, by value, target and what produced the message",
         )
-        self._messages = meter.create_counter(
+        # Observed rather than added to: a synchronous `Counter.add` on an SDK provider costs
+        # several microseconds, paid at the end of every message on the app's thread; an ended
+        # message costs one deque append here, and is counted when the reader collects.
+        meter.create_observable_counter(
             MESSAGES_COUNTER,
+            callbacks=[self._observe_messages],
             unit="{message}",
             description="Instrumented assistant messages, by what produced them",
         )
@@ -73,6 +88,16 @@ class FeedbackMetrics:
         self._seen: dict[str, set[AttributeValue]] = {}
         self._max_values = max_values_per_dimension
         self._lock = threading.Lock()
+        #: The kept attributes of ended messages not counted yet, oldest first.
+        self._uncounted: deque[Mapping[str, AttributeValue]] = deque()
+        self._message_totals: dict[Dimensions, int] = {}
+        self._tally_lock = threading.Lock()
+        after_fork_in_child(self, FeedbackMetrics._after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        """Fresh locks: a parent thread may have held one at the fork."""
+        self._lock = threading.Lock()
+        self._tally_lock = threading.Lock()
 
     def _bounded(self, source: Mapping[str, AttributeValue]) -> dict[str, AttributeValue]:
         chosen: dict[str, AttributeValue] = {}
@@ -92,7 +117,28 @@ class FeedbackMetrics:
         return chosen
 
     def count_message(self, span_attributes: Mapping[str, AttributeValue]) -> None:
-        self._messages.add(1, self._bounded(span_attributes) if span_attributes else None)
+        """One message ended with these kept attributes, which must not change afterwards."""
+        uncounted = self._uncounted
+        uncounted.append(span_attributes)  # atomic: no lock on the app's thread
+        if len(uncounted) >= MAX_UNCOUNTED_MESSAGES:
+            self._tally()
+
+    def _tally(self) -> dict[Dimensions, int]:
+        """Count the ended messages queued so far; a copy of the totals."""
+        with self._tally_lock:
+            uncounted = self._uncounted
+            totals = self._message_totals
+            for _ in range(len(uncounted)):
+                try:
+                    attributes = uncounted.popleft()
+                except IndexError:  # pragma: no cover - only this lock's holder pops
+                    break
+                key = tuple(sorted(self._bounded(attributes).items())) if attributes else ()
+                totals[key] = totals.get(key, 0) + 1
+            return dict(totals)
+
+    def _observe_messages(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(total, dict(key)) for key, total in self._tally().items()]
 
     def count_feedback(
         self, value: str, target: str, rated_attributes: Mapping[str, AttributeValue]

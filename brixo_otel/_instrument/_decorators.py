@@ -89,9 +89,17 @@ class _IdResolver:
     def resolve(
         self, instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> str | None:
+        index = self._param_index
+        if index is not None and not kwargs:  # the common case: passed by position
+            if instance is not None:
+                index -= 1
+            value: object = args[index] if 0 <= index < len(args) else None
+            if value is None or isinstance(value, str):
+                return value or None
+            return str(value)
         if self._fixed is not None:
             return self._fixed
-        value: object = None
+        value = None
         if self._compute is not None:
             with guard("computing an id from the call's arguments"):
                 value = self._compute(self._bound_arguments(instance, args, kwargs))
@@ -124,6 +132,14 @@ def _signature(func: Callable[..., Any]) -> inspect.Signature | None:
         return inspect.signature(getattr(func, "__func__", func))
     except (TypeError, ValueError):
         return None
+
+
+def _no_parameters() -> None:
+    """Stands for 'no function': `message_span` ids are fixed or bound later."""
+
+
+#: The ids of what takes none from its arguments (interactions).
+_NO_ID: Final = _IdResolver("message_id", None, _no_parameters)
 
 
 #: What the vendor SDK warns about when an interaction ends without it.
@@ -291,8 +307,8 @@ class _Traced:
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     ) -> None:
         self._name = name
-        self._message_id = message_id
-        self._conversation_id = conversation_id
+        self._message_id = message_id or _NO_ID
+        self._conversation_id = conversation_id or _NO_ID
         self._is_interaction = is_interaction
         self._from_response = from_response
         self._idle_timeout = idle_timeout
@@ -312,7 +328,6 @@ class _Traced:
         span_attributes: dict[str, AttributeValue] = dict(extra) if extra else {}
         if self._is_interaction:
             return self._open_interaction(parent, span_attributes)
-        assert self._message_id is not None and self._conversation_id is not None
         ids = self._message_id
         message_id = None if ids.never else ids.resolve(instance, args, kwargs)
         ids = self._conversation_id
@@ -320,7 +335,7 @@ class _Traced:
         scope = MessageScope(message_id, conversation_id, self._from_response)
         if message_id is not None:
             span_attributes[attrs.MESSAGE_ID] = message_id
-        if conversation_id is None:
+        if conversation_id is None and parent:  # an empty Context has none
             conversation_id = current_conversation_id(parent)
         if conversation_id is not None:
             span_attributes[attrs.SESSION_ID] = conversation_id
@@ -727,7 +742,3 @@ class message_span:
         tb: TracebackType | None,
     ) -> None:
         self.__exit__(exc_type, exc, tb)
-
-
-def _no_parameters() -> None:
-    """Stands for 'no function': `message_span` ids are fixed or bound later."""

@@ -163,7 +163,11 @@ class BrixoSpanProcessor(SpanProcessor):
             return
         message.pending = None
         try:  # not `with guard(...)`: this runs at the end of every message span
-            kept = self._gather(message, span.attributes)
+            kept = message.gathered  # `_gather`, spelled out on this path
+            wanted = self._indexed_attributes
+            for name, value in _plain(span.attributes).items():
+                if name in wanted:
+                    kept[name] = value
             if self._metrics is not None:
                 self._metrics.count_message(kept)
             index_end = self._index_end

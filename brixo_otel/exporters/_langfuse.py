@@ -12,7 +12,6 @@ hex, `observationId` as 16) are what Langfuse's own OTLP ingestion gives the tra
 from __future__ import annotations
 
 import base64
-import dataclasses
 import uuid
 from typing import Any, Final
 
@@ -20,7 +19,7 @@ import httpx
 
 from brixo_otel._exporter import DeliveryResult, DeliveryStatus
 from brixo_otel._signal import Signal
-from brixo_otel.exporters._http import check_header_value, path_segment, permanent, scrub
+from brixo_otel.exporters._http import check_header_value, path_segment, permanent
 from brixo_otel.exporters._rated import (
     DEFAULT_ANNOTATION_NAME,
     RATING_VALUES,
@@ -66,9 +65,13 @@ class LangfuseExporter(SpanAddressedExporter):
         timeout: httpx.Timeout | None = None,
         name: str = "langfuse",
     ) -> None:
+        secret = check_header_value(secret_key, setting="secret_key")
+        public = check_header_value(public_key, setting="public_key")
+        # The encoded pair is as secret as the key itself: it is scrubbed out of errors too.
+        basic = base64.b64encode(f"{public}:{secret}".encode()).decode("ascii")
         super().__init__(
             base_url,
-            key=check_header_value(secret_key, setting="secret_key"),
+            key=secret,
             key_setting="secret_key",
             url_setting="base_url",
             example=DEFAULT_BASE_URL,
@@ -76,24 +79,16 @@ class LangfuseExporter(SpanAddressedExporter):
             client=client,
             timeout=timeout,
             allow_insecure_http=allow_insecure_http,
+            secrets=(basic,),
         )
-        public = check_header_value(public_key, setting="public_key")
         self.score_name = check_name(score_name, "score_name")
-        self._basic = base64.b64encode(f"{public}:{self._api_key}".encode()).decode("ascii")
-        self._headers["Authorization"] = f"Basic {self._basic}"
+        self._headers["Authorization"] = f"Basic {basic}"
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(base_url={self.base_url!r}, "
             f"score_name={self.score_name!r}, name={self.name!r})"
         )
-
-    def export(self, signal: Signal) -> DeliveryResult:
-        # The encoded pair is as secret as the key itself: cut it out too.
-        result = super().export(signal)
-        if self._basic in result.reason:
-            return dataclasses.replace(result, reason=scrub(result.reason, self._basic))
-        return result
 
     def accepts(self, signal: Signal) -> bool:
         """Thumbs, csat and nps and their retraction, on a message or a conversation."""

@@ -15,7 +15,7 @@ import json
 import logging
 import threading
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Final
 
@@ -168,6 +168,7 @@ class SpanAddressedExporter(HttpSignalExporter):
         client: httpx.Client | None,
         timeout: httpx.Timeout | None,
         allow_insecure_http: bool,
+        secrets: Sequence[str] = (),
     ) -> None:
         # Not HttpSignalExporter.__init__: that one requires a key.
         self._api_key = "" if key is None else check_header_value(key, setting=key_setting)
@@ -179,7 +180,10 @@ class SpanAddressedExporter(HttpSignalExporter):
             api_root=True,
         )
         self.name = name
-        self._api = HttpApi(root, client=client, timeout=timeout)
+        # The key (and whatever else is as secret: `secrets`) is cut out of an error's detail
+        # before the detail is cut to length, which `export`'s redaction afterwards cannot do
+        # for a key that straddles the cut.
+        self._api = HttpApi(root, client=client, timeout=timeout, secrets=(self._api_key, *secrets))
         self._headers = {"Accept": JSON_MEDIA_TYPE, "User-Agent": USER_AGENT}
         self._locks = KeyLocks()
 

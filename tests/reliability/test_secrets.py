@@ -5,6 +5,8 @@ bytes, a dead letter or the CLI's output."""
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import logging
 import re
 import subprocess
@@ -16,9 +18,18 @@ import pytest
 
 import brixo_otel
 from brixo_otel import ConfigurationError
-from brixo_otel.exporters import BrixoSignalExporter, LangfuseExporter
+from brixo_otel._signal import RatedSpan, Signal, validate
+from brixo_otel.exporters import (
+    BrixoSignalExporter,
+    DeliveryStatus,
+    LangfuseExporter,
+    MLflowExporter,
+    PhoenixExporter,
+    SignalExporter,
+)
 from brixo_otel.exporters._http import MAX_DETAIL_CHARS
 from brixo_otel.testing import BrixoTestServer, SpanCapture
+from tests._contract.langfuse import LangfuseContractServer
 from tests._delivery import dead_reasons
 from tests.reliability._harness import FAST, child_env
 
@@ -172,3 +183,37 @@ def test_no_secret_shows_anywhere_at_debug(
     assert sum(1 for name in seen if name.startswith("log record")) > 20
     found = {name: leaks(text) for name, text in seen.items() if leaks(text)}
     assert found == {}
+
+
+def _rating() -> Signal:
+    signal = validate("thumbs_down", message_id="echoed")
+    return dataclasses.replace(signal, rated=RatedSpan(1, 2, {}), link_status="linked")
+
+
+@pytest.mark.parametrize("destination", ["phoenix", "mlflow", "langfuse"])
+def test_span_addressed_exporters_scrub_an_echoed_key_before_the_cut(destination: str) -> None:
+    """Phoenix, MLflow and Langfuse share one base: a key (or Langfuse's encoded key pair)
+    echoed at the point where a reason is cut is scrubbed before the cut, as for Brixo."""
+    # Any loopback server that answers with a chosen error will do: its faults answer every
+    # path, before routing.
+    with LangfuseContractServer("pk-lf-echo", PASSWORD) as server:
+        exporter: SignalExporter
+        if destination == "phoenix":
+            exporter = PhoenixExporter(server.url, api_key=KEY)
+            echoed = [KEY]
+        elif destination == "mlflow":
+            exporter = MLflowExporter(server.url, token=KEY)
+            echoed = [KEY]
+        else:
+            exporter = LangfuseExporter("pk-lf-echo", PASSWORD, base_url=server.url)
+            echoed = [PASSWORD, base64.b64encode(f"pk-lf-echo:{PASSWORD}".encode()).decode()]
+        try:
+            for secret in echoed:
+                detail = "x" * (MAX_DETAIL_CHARS - 8) + secret + " was not accepted"
+                server.fail_next(1, 400, body={"message": detail})
+                result = exporter.export(_rating())
+                assert result.status is DeliveryStatus.PERMANENT, result
+                assert result.reason.startswith("HTTP 400: xxx"), result.reason
+                assert secret[:WINDOW] not in result.reason and leaks(result.reason) == []
+        finally:
+            exporter.shutdown()

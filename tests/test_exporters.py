@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import io
 import json
 import logging
@@ -664,6 +665,49 @@ def test_a_callers_client_is_used_and_left_open(server: ScriptedServer) -> None:
         assert not client.is_closed
         assert brixo.export(message_signal()).status is DeliveryStatus.DELIVERED
     assert len(server.received) == 2
+
+
+def test_our_own_client_sends_straight_to_its_pool_the_same_request(
+    server: ScriptedServer, exporter: BrixoSignalExporter
+) -> None:
+    # Our own client's requests skip httpx's client layer; a caller's client never does. What
+    # reaches the server is the same either way, header for header.
+    assert exporter._api.pool is not None
+    with httpx.Client() as client:
+        through_client = BrixoSignalExporter(KEY, server.url, client=client)
+        assert through_client._api.pool is None
+        signal = message_signal("a/b ü", user_message="ok")
+        assert exporter.export(signal).status is DeliveryStatus.DELIVERED
+        assert through_client.export(signal).status is DeliveryStatus.DELIVERED
+    direct, ordinary = server.received
+    assert (direct.method, direct.path, direct.body) == (
+        ordinary.method,
+        ordinary.path,
+        ordinary.body,
+    )
+    assert direct.headers == ordinary.headers
+    assert direct.headers["idempotency-key"] == signal.id
+
+
+def test_a_compressed_error_answer_is_read_decoded(
+    server: ScriptedServer, exporter: BrixoSignalExporter
+) -> None:
+    body = gzip.compress(json.dumps({"errors": [{"detail": "value is not allowed"}]}).encode())
+    server.reply(Reply(422, {"Content-Encoding": "gzip", **JSONAPI}, body))
+    result = exporter.export(message_signal())
+    assert (result.status, result.reason) == (
+        DeliveryStatus.PERMANENT,
+        "HTTP 422: value is not allowed",
+    )
+
+
+def test_a_success_body_is_read_so_the_connection_is_kept(
+    server: ScriptedServer, exporter: BrixoSignalExporter
+) -> None:
+    server.reply(Reply(202, JSONAPI, b'{"data": {"id": "s1"}}' * 100), Reply(201, body=b"x"))
+    for _ in range(3):
+        assert exporter.export(message_signal()).status is DeliveryStatus.DELIVERED
+    assert len({request.client_port for request in server.received}) == 1
 
 
 def test_debug_logs_show_path_and_status_but_no_key_or_user_text(

@@ -57,6 +57,9 @@ def test_a_freshly_rated_message_reaches_brixo_without_a_404(
         brixo_otel.feedback("thumbs_up", message_id=message_id)
     stored = brixo_server.wait_for_signals(len(ids), timeout=20)
     assert sorted(s.target_id for s in stored) == ids
+    # The server stores a signal before it notes its answer: once the worker has recorded every
+    # answer, every status is noted.
+    assert brixo_otel.flush(timeout=20)
     statuses = [r.status for r in brixo_server.requests() if "/signals" in r.path]
     assert statuses == [204] * len(ids)  # not one 404, not one retry
 

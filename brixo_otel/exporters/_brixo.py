@@ -86,14 +86,19 @@ class BrixoSignalExporter(HttpSignalExporter):
             "Accept": _CONTENT_TYPE,
             "User-Agent": USER_AGENT,
         }
+        self._post = self._api.template("POST", self._headers)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r}, name={self.name!r})"
 
     def url_for(self, signal: Signal) -> httpx.URL:
         """The signal's endpoint, built from raw bytes so httpx keeps the id's escaping as is."""
-        collection = _COLLECTIONS[signal.target]
-        return self._api.url(f"/v1/{collection}/{path_segment(signal.target_id)}/signals")
+        return self._api.url(self.path_for(signal))
+
+    @staticmethod
+    def path_for(signal: Signal) -> str:
+        """The endpoint's path under the API root, the id escaped as one segment."""
+        return f"/v1/{_COLLECTIONS[signal.target]}/{path_segment(signal.target_id)}/signals"
 
     @staticmethod
     def body_for(signal: Signal) -> bytes:
@@ -107,11 +112,8 @@ class BrixoSignalExporter(HttpSignalExporter):
             attributes["user_message"] = signal.user_message
         return encode_json({"data": {"type": "signals", "attributes": attributes}})
 
-    def _build(self, signal: Signal) -> httpx.Request:
-        url = self.url_for(signal)
-        body = self.body_for(signal)
-        headers = {**self._headers, "Idempotency-Key": signal.id}
-        return self._api.request("POST", url, headers=headers, content=body)
+    def _parts(self, signal: Signal) -> tuple[str, bytes, dict[str, str]]:
+        return self.path_for(signal), self.body_for(signal), {"Idempotency-Key": signal.id}
 
     def _deliver(self, signal: Signal) -> DeliveryResult:
-        return self._api.call(lambda: self._build(signal), destination=self.name)
+        return self._post.call(lambda: self._parts(signal), destination=self.name)

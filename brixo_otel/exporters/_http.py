@@ -17,7 +17,7 @@ import re
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timezone
 from email.utils import parsedate_to_datetime
@@ -34,6 +34,13 @@ from brixo_otel._internal import instrumentation_suppressed, log_rate_limited
 from brixo_otel._signal import Signal
 from brixo_otel._urls import check_endpoint_url
 from brixo_otel._version import __version__
+
+try:  # httpx's own mapping of httpcore's errors and answers, for `RequestTemplate`
+    from httpx._transports.default import ResponseStream as _ResponseStream
+    from httpx._transports.default import map_httpcore_exceptions as _map_httpcore_exceptions
+except ImportError:  # pragma: no cover - another httpx: requests go through the client
+    _ResponseStream = None  # type: ignore[assignment,misc]
+    _map_httpcore_exceptions = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 
@@ -475,15 +482,41 @@ def send_request(
     logging. Only the method, the path and the status are logged, at DEBUG: never a header or a
     body. The request takes at most `total_seconds`, connect to last byte (a timeout past it).
     """
-    path = request.url.raw_path.decode("ascii", errors="replace")
+
+    def send() -> tuple[int, DeliveryResult]:
+        response = client.send(request, stream=True)
+        try:
+            return response.status_code, classify_response(
+                response, on_success=on_success, secrets=secrets
+            )
+        finally:
+            response.close()
+
+    return _guarded(
+        send,
+        request.method,
+        request.url.raw_path,
+        destination=destination,
+        secrets=secrets,
+        total_seconds=total_seconds,
+    )
+
+
+def _guarded(
+    send: Callable[[], tuple[int, DeliveryResult]],
+    method: str,
+    raw_path: bytes,
+    *,
+    destination: str,
+    secrets: Iterable[str],
+    total_seconds: float,
+) -> DeliveryResult:
+    """Run `send` (one request: its status and result) with instrumentation suppressed and
+    within `total_seconds`; any failure is a retry, logged as `send_request` says."""
     started = time.perf_counter()
     try:
         with instrumentation_suppressed(), _request_deadline(total_seconds):
-            response = client.send(request, stream=True)
-            try:
-                result = classify_response(response, on_success=on_success, secrets=secrets)
-            finally:
-                response.close()
+            status, result = send()
     except Exception as exc:
         elapsed_ms = (time.perf_counter() - started) * 1000
         if not isinstance(exc, httpx.HTTPError):
@@ -496,15 +529,30 @@ def send_request(
             )
         logger.debug(
             "%s %s failed after %.1f ms: %s",
-            request.method,
-            path,
+            method,
+            raw_path.decode("ascii", errors="replace"),
             elapsed_ms,
             type(exc).__name__,
         )
         return classify_exception(exc, secrets)
-    elapsed_ms = (time.perf_counter() - started) * 1000
-    logger.debug("%s %s -> %d in %.1f ms", request.method, path, response.status_code, elapsed_ms)
+    if logger.isEnabledFor(logging.DEBUG):
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        path = raw_path.decode("ascii", errors="replace")
+        logger.debug("%s %s -> %d in %.1f ms", method, path, status, elapsed_ms)
     return result
+
+
+def _drain_bounded(stream: Iterable[bytes], limit: int = MAX_BODY_BYTES) -> None:
+    """Read and drop a success body, as `read_bounded` reads one (at most `limit` bytes, never
+    past the deadline, an unreadable body ignored): read whole, its connection is reused."""
+    size = 0
+    try:
+        for chunk in stream:
+            size += len(chunk)
+            if size >= limit or _past_deadline():
+                break
+    except httpx.HTTPError:
+        pass
 
 
 #: Clients a forked child inherited from its parent: never used nor closed in the child, and held
@@ -537,11 +585,13 @@ class HttpApi:
         self.base_url = base_url
         base = httpx.URL(base_url)
         self._root = base.copy_with(raw_path=b"/")
-        self._prefix = base.raw_path.rstrip(b"/")
+        #: The root's path, which every request's path follows.
+        self.prefix = base.raw_path.rstrip(b"/")
         self._owns_client = client is None
         self._timeout = timeout
-        self._secrets = tuple(secret for secret in secrets if secret)
-        self._total_seconds = request_seconds(
+        #: Cut out of every reason; and how long one request may take in all.
+        self.secrets = tuple(secret for secret in secrets if secret)
+        self.total_seconds = request_seconds(
             timeout if timeout is not None or client is None else client.timeout
         )
         self.client = client if client is not None else new_client(timeout)
@@ -549,6 +599,8 @@ class HttpApi:
         self._request_timeout = (
             timeout if client is not None and timeout is not None else httpx.USE_CLIENT_DEFAULT
         )
+        #: Where a `RequestTemplate` sends straight to, if anywhere (`_direct_pool`).
+        self.pool = self._direct_pool()
         after_fork_in_child(self, HttpApi._new_client_in_child)
 
     def _new_client_in_child(self) -> None:
@@ -558,13 +610,39 @@ class HttpApi:
         # of the parent may have held at the fork (for ever, in this process).
         _inherited_clients.append(self.client)
         self.client = new_client(self._timeout)
+        self.pool = self._direct_pool()
+
+    def _direct_pool(self) -> httpcore.ConnectionPool | None:
+        """The connection pool under our own client, when a request may go to it straight.
+
+        httpx's client layer around the pool (auth, redirects, cookies, event hooks, the
+        request and response models) costs more per request than the request itself on a fast
+        link; our own client uses none of it. None — send through the client — for a caller's
+        client (it may have hooks, auth, a transport of its own), for a proxy (from the
+        environment), or with an httpx whose transport is not laid out as `_DeadlineTransport`
+        expects.
+        """
+        if not self._owns_client or _map_httpcore_exceptions is None:
+            return None
+        transport = self.client._transport_for_url(self._root)
+        pool = getattr(transport, "_pool", None)
+        if type(transport) is not _DeadlineTransport or not isinstance(
+            pool, httpcore.ConnectionPool
+        ):
+            return None
+        return pool
+
+    def template(self, method: str, headers: Mapping[str, str]) -> RequestTemplate:
+        """Requests of `method` with `headers` (and the client's own), whose path, body and a
+        few more headers change per request: see `RequestTemplate`."""
+        return RequestTemplate(self, method, headers)
 
     def url(self, path: str) -> httpx.URL:
         """`path` (already escaped, e.g. with `path_segment`) under the API root.
 
         Built from raw bytes, so httpx keeps the path's escaping as is.
         """
-        return self._root.copy_with(raw_path=self._prefix + path.encode("ascii"))
+        return self._root.copy_with(raw_path=self.prefix + path.encode("ascii"))
 
     def request(
         self, method: str, url: httpx.URL, *, headers: dict[str, str], content: bytes | None = None
@@ -589,22 +667,126 @@ class HttpApi:
         try:
             request = build()
         except Exception as exc:
-            # This signal can never become a request; retrying would only repeat the failure.
-            detail = truncate(scrub_all(str(exc), self._secrets))
-            return permanent(f"cannot build the request: {type(exc).__name__}: {detail}")
+            return self.unbuildable(exc)
         return send_request(
             self.client,
             request,
             destination=destination,
             on_success=on_success,
-            secrets=self._secrets,
-            total_seconds=self._total_seconds,
+            secrets=self.secrets,
+            total_seconds=self.total_seconds,
         )
+
+    def unbuildable(self, exc: Exception) -> DeliveryResult:
+        """The result for a signal that cannot become a request (a path or a body that will not
+        encode): retrying would only repeat the failure."""
+        detail = truncate(scrub_all(str(exc), self.secrets))
+        return permanent(f"cannot build the request: {type(exc).__name__}: {detail}")
 
     def close(self) -> None:
         """Close the client, unless it is the caller's."""
         if self._owns_client:
             self.client.close()
+
+
+class RequestTemplate:
+    """One kind of request to an `HttpApi`, prepared once: the method, the headers that never
+    change (the key, the media types, the client's own defaults), the timeout.
+
+    `call` sends one with its path, body and varying headers, as `HttpApi.call` would — the
+    same headers on the wire, the same deadline, classification, logging and guard — but
+    straight to our own client's connection pool when it can (`HttpApi._direct_pool`), where
+    building an httpx request and answer per signal would cost more than the request itself.
+    """
+
+    def __init__(self, api: HttpApi, method: str, headers: Mapping[str, str]) -> None:
+        self._api = api
+        self.method = method
+        self._headers = dict(headers)
+        # The exact header block httpx would send (its defaults, then ours), from one request
+        # built the ordinary way; only the body's length is added per request.
+        sample = api.request(method, api.url("/"), headers=self._headers, content=b"")
+        self._raw_headers = tuple(
+            (name, value)
+            for name, value in sample.headers.raw
+            if name.lower() not in (b"content-length", b"transfer-encoding")
+        )
+        self._extensions = dict(sample.extensions)
+        url = sample.url
+        self._scheme, self._host, self._port = url.raw_scheme, url.raw_host, url.port
+        self._method = method.encode("ascii")
+
+    def call(
+        self,
+        build: Callable[[], tuple[str, bytes, Mapping[str, str]]],
+        *,
+        destination: str,
+        on_success: Callable[[bytes], DeliveryResult] | None = None,
+    ) -> DeliveryResult:
+        """Build one request — `build` gives its path (already escaped, under the API root),
+        body and varying headers — and send it; never raises (see `HttpApi.call`)."""
+        api = self._api
+        pool = api.pool
+        if pool is None or api.client.is_closed:
+            return api.call(
+                lambda: self._httpx_request(*build()),
+                destination=destination,
+                on_success=on_success,
+            )
+        try:
+            path, content, varying = build()
+            target = api.prefix + path.encode("ascii")
+            headers = [
+                *self._raw_headers,
+                *((name.encode("ascii"), value.encode("ascii")) for name, value in varying.items()),
+                (b"Content-Length", b"%d" % len(content)),
+            ]
+            request = httpcore.Request(
+                self._method,
+                httpcore.URL(scheme=self._scheme, host=self._host, port=self._port, target=target),
+                headers=headers,
+                content=content,
+                extensions=self._extensions,
+            )
+        except Exception as exc:
+            return api.unbuildable(exc)
+
+        def send() -> tuple[int, DeliveryResult]:
+            assert _map_httpcore_exceptions is not None and _ResponseStream is not None
+            with _map_httpcore_exceptions():
+                response = pool.handle_request(request)
+            try:
+                status, stream = response.status, response.stream
+                assert isinstance(stream, Iterable)  # a sync pool's answer
+                if on_success is None and 200 <= status < 300:
+                    _drain_bounded(_ResponseStream(stream))
+                    return status, DeliveryResult.delivered()
+                # Anything else as httpx would have answered it: decoded, classified as usual.
+                answer = httpx.Response(
+                    status,
+                    headers=response.headers,
+                    stream=_ResponseStream(stream),
+                    extensions=response.extensions,
+                )
+                return status, classify_response(answer, on_success=on_success, secrets=api.secrets)
+            finally:
+                response.close()
+
+        return _guarded(
+            send,
+            self.method,
+            target,
+            destination=destination,
+            secrets=api.secrets,
+            total_seconds=api.total_seconds,
+        )
+
+    def _httpx_request(
+        self, path: str, content: bytes, varying: Mapping[str, str]
+    ) -> httpx.Request:
+        return self._api.request(
+            self.method, self._api.url(path), headers={**self._headers, **varying}, content=content
+        )
 
 
 class HttpSignalExporter(SignalExporter):

@@ -6,7 +6,8 @@ discards (as an app exporting over OTLP would have):
 
 - the *bare* provider: nothing else; brixo-otel never touches it;
 - the *joined* provider: the one `brixo_otel.configure(tracer_provider=...)` joined, so it also
-  runs brixo-otel's span processor (tagging, the span index at start and end, the message count).
+  runs brixo-otel's span processor (tagging, the span index entry made at the message's start and
+  completed at its end, the message count).
 
 "Hand-written" is what a careful engineer writes for the same span on the bare provider:
 `tracer.start_as_current_span(name, attributes={"brixo.message_id": ...})` around the call.

@@ -176,3 +176,28 @@ def test_messages_ended_in_many_threads_are_all_counted_and_the_queue_stays_boun
         thread.join()
     by_model = ((attrs.AGENT_VERSION, "v1"), (attrs.GEN_AI_REQUEST_MODEL, "gpt-5"))
     assert metrics.points("brixo.messages") == {by_model: 2 * per_thread, (): 2 * per_thread}
+
+
+def test_a_client_configured_again_on_the_same_provider_keeps_counting(
+    capture: SpanCapture, metrics: Metrics
+) -> None:
+    @brixo_otel.message(name="answer")
+    def answer(message_id: str) -> None:
+        pass
+
+    configure(capture, metrics, agent_version="v1")
+    answer("m-1")
+    configure(capture, metrics, agent_version="v2")  # shuts the first client down
+    answer("m-2")
+    answer("m-3")
+    assert metrics.points("brixo.messages") == {
+        ((attrs.AGENT_VERSION, "v1"),): 1,
+        ((attrs.AGENT_VERSION, "v2"),): 2,
+    }
+
+
+def test_ended_messages_never_pile_up_past_the_bound() -> None:
+    counters = _metrics.FeedbackMetrics(None)  # counted, or dropped if nothing can read them
+    for _ in range(_metrics.MAX_UNCOUNTED_MESSAGES):
+        counters.count_message({attrs.GEN_AI_REQUEST_MODEL: "gpt-5"})
+    assert counters._uncounted == []

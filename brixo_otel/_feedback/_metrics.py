@@ -11,7 +11,8 @@ message.
 from __future__ import annotations
 
 import threading
-from collections import deque
+import weakref
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Final, TypeAlias
 
@@ -76,22 +77,19 @@ class FeedbackMetrics:
             description="User feedback signals, by value, target and what produced the message",
         )
         # Observed rather than added to: a synchronous `Counter.add` on an SDK provider costs
-        # several microseconds, paid at the end of every message on the app's thread; an ended
-        # message costs one deque append here, and is counted when the reader collects.
-        meter.create_observable_counter(
-            MESSAGES_COUNTER,
-            callbacks=[self._observe_messages],
-            unit="{message}",
-            description="Instrumented assistant messages, by what produced them",
-        )
+        # several microseconds, paid at the end of every message on the app's thread; here an
+        # ended message costs one list append, and is counted when the reader collects.
+        self._given = meter_provider
+        self._message_tally = _message_tally(meter)
         self._dimensions = frozenset(check_dimensions(dimensions))
         self._seen: dict[str, set[AttributeValue]] = {}
         self._max_values = max_values_per_dimension
         self._lock = threading.Lock()
-        #: The kept attributes of ended messages not counted yet, oldest first.
-        self._uncounted: deque[Mapping[str, AttributeValue]] = deque()
-        self._message_totals: dict[Dimensions, int] = {}
+        #: The kept attributes of ended messages not counted yet, oldest first. A list: app
+        #: threads only append (atomic), and the one counting takes a prefix off in one step.
+        self._uncounted: list[Mapping[str, AttributeValue]] = []
         self._tally_lock = threading.Lock()
+        self._message_tally.sources.add(self)
         after_fork_in_child(self, FeedbackMetrics._after_fork_in_child)
 
     def _after_fork_in_child(self) -> None:
@@ -121,24 +119,35 @@ class FeedbackMetrics:
         uncounted = self._uncounted
         uncounted.append(span_attributes)  # atomic: no lock on the app's thread
         if len(uncounted) >= MAX_UNCOUNTED_MESSAGES:
-            self._tally()
+            self.tally()
 
-    def _tally(self) -> dict[Dimensions, int]:
-        """Count the ended messages queued so far; a copy of the totals."""
+    def tally(self) -> None:
+        """Count the ended messages queued so far into the meter's totals (at each collection,
+        and when the client that counts them stops).
+
+        Messages with the same kept attributes are grouped first, in C (`Counter` over their
+        items), so the dimensions are worked out once per distinct set, in order of first
+        appearance (which keeps the per-dimension cap of `_bounded` as one by one would).
+        """
         with self._tally_lock:
             uncounted = self._uncounted
-            totals = self._message_totals
-            for _ in range(len(uncounted)):
-                try:
-                    attributes = uncounted.popleft()
-                except IndexError:  # pragma: no cover - only this lock's holder pops
-                    break
-                key = tuple(sorted(self._bounded(attributes).items())) if attributes else ()
-                totals[key] = totals.get(key, 0) + 1
-            return dict(totals)
-
-    def _observe_messages(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(total, dict(key)) for key, total in self._tally().items()]
+            taken = len(uncounted)
+            if not taken:
+                return
+            batch = uncounted[:taken]
+            del uncounted[:taken]  # one step; what was appended meanwhile stays, past `taken`
+            if _reads_nothing(self._given or metrics.get_meter_provider()):
+                return  # as the synchronous counter did, on a provider no reader is behind
+            grouped: Counter[tuple[tuple[str, AttributeValue], ...]]
+            try:
+                grouped = Counter(map(tuple, map(dict.items, batch)))  # type: ignore[arg-type]
+            except TypeError:  # a mapping that is not a dict, or a value that is not hashable
+                grouped = Counter(_grouping_key(attributes) for attributes in batch)
+            counted: dict[Dimensions, int] = {}
+            for items, count in grouped.items():
+                key = tuple(sorted(self._bounded(dict(items)).items())) if items else ()
+                counted[key] = counted.get(key, 0) + count
+        self._message_tally.add(counted)
 
     def count_feedback(
         self, value: str, target: str, rated_attributes: Mapping[str, AttributeValue]
@@ -147,3 +156,68 @@ class FeedbackMetrics:
         dimensions[attrs.SIGNAL_VALUE] = value
         dimensions[attrs.SIGNAL_TARGET] = target
         self._feedback.add(1, dimensions)
+
+
+class _MessageTally:
+    """The `brixo.messages` totals of one meter, and the one callback that reports them.
+
+    One per meter rather than per `FeedbackMetrics`: an SDK meter keeps the callbacks of the
+    first instrument of a name and ignores those of a later one (a client configured again on
+    the same provider), and a cumulative counter must not lose what a replaced client counted.
+    """
+
+    def __init__(self, meter: metrics.Meter) -> None:
+        self.totals: dict[Dimensions, int] = {}
+        self.lock = threading.Lock()
+        #: Whose ended messages to count before reporting (weakly: a client's metrics go with it,
+        #: after its processor counted what it had left, see `BrixoSpanProcessor.disable`).
+        self.sources: weakref.WeakSet[FeedbackMetrics] = weakref.WeakSet()
+        meter.create_observable_counter(
+            MESSAGES_COUNTER,
+            callbacks=[self._observe],
+            unit="{message}",
+            description="Instrumented assistant messages, by what produced them",
+        )
+
+    def add(self, counted: Mapping[Dimensions, int]) -> None:
+        with self.lock:
+            totals = self.totals
+            for key, count in counted.items():
+                totals[key] = totals.get(key, 0) + count
+
+    def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        for source in list(self.sources):
+            source.tally()
+        with self.lock:
+            return [Observation(total, dict(key)) for key, total in self.totals.items()]
+
+
+_tallies: weakref.WeakKeyDictionary[metrics.Meter, _MessageTally] = weakref.WeakKeyDictionary()
+_tallies_lock = threading.Lock()
+
+
+def _message_tally(meter: metrics.Meter) -> _MessageTally:
+    with _tallies_lock:
+        tally = _tallies.get(meter)
+        if tally is None:
+            tally = _tallies[meter] = _MessageTally(meter)
+        return tally
+
+
+def _reads_nothing(provider: object) -> bool:
+    """Whether `provider` is one of the OpenTelemetry API's own stand-ins (the proxy used until
+    an SDK provider is set, or the no-op), which no reader can collect from."""
+    return type(provider).__module__.startswith("opentelemetry.metrics")
+
+
+def _grouping_key(
+    attributes: Mapping[str, AttributeValue],
+) -> tuple[tuple[str, AttributeValue], ...]:
+    """The attributes as a key; without them if a value cannot be hashed (never one of the SDK's,
+    whose sequences are tuples): the message is still counted."""
+    key = tuple(attributes.items())
+    try:
+        hash(key)
+    except TypeError:
+        return ()
+    return key

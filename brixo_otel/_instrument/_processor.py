@@ -223,6 +223,9 @@ class BrixoSpanProcessor(SpanProcessor):
         self._enabled = False
         self._open_messages.clear()
         self._children.clear()
+        if self._metrics is not None:  # what it counted stays in the meter's totals
+            with guard("counting ended messages"):
+                self._metrics.tally()
 
     def shutdown(self) -> None:
         self.disable()

@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 
 from brixo_otel import OutboxLimits
-from brixo_otel._delivery._outbox import CORRUPT_ROW, Outbox, OutboxClosed, OutboxFull
+from brixo_otel._delivery._outbox import (
+    CORRUPT_ROW,
+    Outbox,
+    OutboxClosed,
+    OutboxFull,
+    Outcome,
+)
 from brixo_otel._signal import Signal, validate
 from tests._services import wait_for
 
@@ -93,6 +99,30 @@ def test_claim_respects_limit_and_order(outbox: Outbox) -> None:
     assert [d.signal.id for d in first + second] == [s.id for s in signals]
     assert outbox.claim(["brixo"], 3) == []
     assert outbox.claim([], 3) == []
+
+
+def test_settle_fans_out_records_and_claims_in_one_go(outbox: Outbox) -> None:
+    """A worker's round: a link stage's fan-out, an answer and the next claim, one commit,
+    each part as it is alone (a row just fanned out is claimable in the same round)."""
+    first, second = make_signal(1), make_signal(2)
+    outbox.add(first, ["brixo.link"])
+    outbox.add(second, ["brixo"])
+    stage, answered = outbox.claim(["brixo.link", "brixo"], 10)
+    fanned, recorded, claimed = outbox.settle(
+        [(stage, first, ["brixo", "opentelemetry"], [], None)],
+        [Outcome(answered, "delivered")],
+        ["brixo", "opentelemetry"],
+        10,
+    )
+    assert (fanned, recorded) == ([True], [True])
+    assert sorted(d.destination for d in claimed) == ["brixo", "opentelemetry"]
+    assert {d.signal.id for d in claimed} == {first.id}
+    stats = outbox.stats()
+    assert stats["brixo"]["delivered"] == 1
+    assert stats["brixo"]["in_flight"] == 1
+    assert outbox.pending_count(["brixo.link"]) == 0  # the stage's row ended
+    # Lost leases are False, as alone; nothing to claim is an empty claim.
+    assert outbox.settle([], [Outcome(answered, "delivered")], ["brixo"], 10) == ([], [False], [])
 
 
 def test_reschedule_counts_the_attempt_and_waits(outbox: Outbox) -> None:

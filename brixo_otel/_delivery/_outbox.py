@@ -157,45 +157,9 @@ class Outbox(AdminQueries, ExporterStateStore, OutboxDatabase):
         """`fan_out` for a batch of link-stage rows, all in one transaction: a worker linking a
         backlog commits once per batch instead of once per signal. For each, False if the
         lease was lost."""
-        payloads = [signal.to_json() for _, signal, _, _, _ in fan_outs]
-        now = time.time()
-        owner = self.owner
-        done = [stage.row_id for stage, _, _, _, keep in fan_outs if keep is None]
-        applied: list[bool] = []
-        added: list[tuple[str, str, str, int, float, float]] = []
-        counts: dict[tuple[str, str], int] = {}  # counted once per name and batch
+        payloads = _payloads(fan_outs)
         with self._transaction() as conn:
-            deleted = _delete_mine(conn, done, owner)  # the stages that end
-            for (stage, signal, destinations, skipped, keep_stage_until), payload in zip(
-                fan_outs, payloads, strict=True
-            ):
-                if keep_stage_until is None:
-                    changed = stage.row_id in deleted
-                else:
-                    changed = bool(
-                        conn.execute(
-                            f"UPDATE deliveries SET state = 0, attempts = attempts + 1,"
-                            f" next_attempt_at = ?, reason = ?, {_UNLEASE} WHERE {_MINE}",
-                            (keep_stage_until, "waiting for the rated span", stage.row_id, owner),
-                        ).rowcount
-                    )
-                applied.append(changed)
-                if not changed:
-                    continue
-                size = len(payload.encode())
-                added += [
-                    (signal.id, dest, payload, size, stage.created_at, now) for dest in destinations
-                ]
-                ended = [(destination, "skipped") for destination in skipped]
-                if keep_stage_until is None:  # how the stage ended: linked, unresolved, ...
-                    ended.append((stage.destination, signal.link_status))
-                for counter in ended:
-                    counts[counter] = counts.get(counter, 0) + 1
-            if added:
-                conn.executemany(_INSERT, added)
-            for (destination, name), count in counts.items():
-                conn.execute(COUNT_SQL, (destination, name, count))
-        return applied
+            return _fan_out_in(conn, fan_outs, payloads, self.owner)
 
     def claim(
         self,
@@ -210,6 +174,42 @@ class Outbox(AdminQueries, ExporterStateStore, OutboxDatabase):
         Rows whose payload does not parse are dead-lettered as "corrupt row" instead of returned;
         `on_corrupt(destination)` is called for each, so the caller can count them.
         """
+        if not destinations or limit <= 0:
+            return []
+        # BEGIN IMMEDIATE: the write lock is taken before the rows are chosen, so no other
+        # process can choose the same ones.
+        with self._transaction() as conn:
+            rows = self._claim_in(conn, destinations, limit, now)
+        return self._claimed(rows, on_corrupt)
+
+    def settle(
+        self,
+        fan_outs: Sequence[FanOut],
+        outcomes: Sequence[Outcome],
+        destinations: Collection[str],
+        limit: int,
+        *,
+        on_corrupt: Callable[[str], None] | None = None,
+    ) -> tuple[list[bool], list[bool], list[Delivery]]:
+        """`fan_out_many`, then `record`, then `claim`, in one transaction: a worker's round
+        (the link stage's fan-outs, the answers, the next rows) commits once. Each part is
+        applied exactly as alone (a lost lease is False), and all or none of them commit."""
+        payloads = _payloads(fan_outs)
+        owner = self.owner
+        with self._transaction() as conn:
+            fanned = _fan_out_in(conn, fan_outs, payloads, owner) if fan_outs else []
+            recorded = _record_in(conn, outcomes, owner) if outcomes else []
+            rows = self._claim_in(conn, destinations, limit, None)
+        return fanned, recorded, self._claimed(rows, on_corrupt)
+
+    def _claim_in(
+        self,
+        conn: sqlite3.Connection,
+        destinations: Collection[str],
+        limit: int,
+        now: float | None,
+    ) -> list[tuple[int, str, str, str, int, float, str | None]]:
+        """Lease the rows `claim` takes, in the caller's write transaction; their raw rows."""
         if not destinations or limit <= 0:
             return []
         now = time.time() if now is None else now
@@ -233,10 +233,14 @@ class Outbox(AdminQueries, ExporterStateStore, OutboxDatabase):
         for dest in dests:
             params += (dest, now, limit)
         params.append(limit)
-        # BEGIN IMMEDIATE: the write lock is taken before the rows are chosen, so no other
-        # process can choose the same ones.
-        with self._transaction() as conn:
-            rows = conn.execute(sql, params).fetchall()
+        return conn.execute(sql, params).fetchall()
+
+    def _claimed(
+        self,
+        rows: list[tuple[int, str, str, str, int, float, str | None]],
+        on_corrupt: Callable[[str], None] | None,
+    ) -> list[Delivery]:
+        """The deliveries of claimed rows, oldest first; corrupt ones dead-lettered instead."""
         claimed: list[Delivery] = []
         corrupt: list[tuple[int, str, str]] = []
         for row_id, signal_id, destination, payload, attempts, created_at, reason in sorted(rows):
@@ -276,48 +280,8 @@ class Outbox(AdminQueries, ExporterStateStore, OutboxDatabase):
         """Apply a batch of outcomes in one transaction: a busy worker commits once per batch
         instead of once per signal, which leaves the outbox free for the app's threads. For
         each, False if the lease was lost to another process (which then owns the row)."""
-        applied: list[bool] = []
-        owner = self.owner
-        done = [o.delivery.row_id for o in outcomes if o.action == "delivered"]
-        delivered: dict[str, int] = {}  # counted once per destination and batch
         with self._transaction() as conn:
-            deleted = _delete_mine(conn, done, owner)  # the common case, in one go
-            for outcome in outcomes:
-                delivery = outcome.delivery
-                key = (delivery.row_id, owner)
-                if outcome.action == "delivered":
-                    changed = int(delivery.row_id in deleted)
-                    if changed:
-                        destination = delivery.destination
-                        delivered[destination] = delivered.get(destination, 0) + 1
-                elif outcome.action == "retry":
-                    changed = conn.execute(
-                        "UPDATE deliveries SET state = 0, attempts = attempts + 1,"
-                        f" next_attempt_at = ?, reason = ?, {_UNLEASE} WHERE {_MINE}",
-                        (outcome.when, outcome.reason, *key),
-                    ).rowcount
-                elif outcome.action == "defer":
-                    changed = conn.execute(
-                        "UPDATE deliveries SET state = 0, next_attempt_at = ?,"
-                        f" reason = COALESCE(NULLIF(?, ''), reason), {_UNLEASE} WHERE {_MINE}",
-                        (outcome.when, outcome.reason, *key),
-                    ).rowcount
-                elif outcome.action == "release":
-                    changed = conn.execute(
-                        f"UPDATE deliveries SET state = 0, {_UNLEASE} WHERE {_MINE}", key
-                    ).rowcount
-                elif outcome.action == "dead":
-                    changed = conn.execute(
-                        "UPDATE deliveries SET state = 2, attempts = attempts + 1,"
-                        f" created_at = ?, reason = ?, {_UNLEASE} WHERE {_MINE}",
-                        (time.time(), outcome.reason, *key),
-                    ).rowcount
-                else:
-                    raise ValueError(f"unknown outcome {outcome.action!r}")
-                applied.append(bool(changed))
-            for destination, count in delivered.items():
-                conn.execute(COUNT_SQL, (destination, "delivered", count))
-        return applied
+            return _record_in(conn, outcomes, self.owner)
 
     def mark_delivered(self, delivery: Delivery) -> bool:
         return self.record([Outcome(delivery, "delivered")])[0]
@@ -455,6 +419,95 @@ class Outbox(AdminQueries, ExporterStateStore, OutboxDatabase):
                 params,
             ).fetchone()[0]
         return due
+
+
+def _payloads(fan_outs: Sequence[FanOut]) -> list[str]:
+    """The rows' payloads, made before the transaction (so it is not held meanwhile)."""
+    return [signal.to_json() for _, signal, _, _, _ in fan_outs]
+
+
+def _fan_out_in(
+    conn: sqlite3.Connection, fan_outs: Sequence[FanOut], payloads: Sequence[str], owner: str
+) -> list[bool]:
+    """`Outbox.fan_out_many`'s changes, in the caller's write transaction."""
+    now = time.time()
+    done = [stage.row_id for stage, _, _, _, keep in fan_outs if keep is None]
+    applied: list[bool] = []
+    added: list[tuple[str, str, str, int, float, float]] = []
+    counts: dict[tuple[str, str], int] = {}  # counted once per name and batch
+    deleted = _delete_mine(conn, done, owner)  # the stages that end
+    for (stage, signal, destinations, skipped, keep_stage_until), payload in zip(
+        fan_outs, payloads, strict=True
+    ):
+        if keep_stage_until is None:
+            changed = stage.row_id in deleted
+        else:
+            changed = bool(
+                conn.execute(
+                    f"UPDATE deliveries SET state = 0, attempts = attempts + 1,"
+                    f" next_attempt_at = ?, reason = ?, {_UNLEASE} WHERE {_MINE}",
+                    (keep_stage_until, "waiting for the rated span", stage.row_id, owner),
+                ).rowcount
+            )
+        applied.append(changed)
+        if not changed:
+            continue
+        size = len(payload.encode())
+        added += [(signal.id, dest, payload, size, stage.created_at, now) for dest in destinations]
+        ended = [(destination, "skipped") for destination in skipped]
+        if keep_stage_until is None:  # how the stage ended: linked, unresolved, ...
+            ended.append((stage.destination, signal.link_status))
+        for counter in ended:
+            counts[counter] = counts.get(counter, 0) + 1
+    if added:
+        conn.executemany(_INSERT, added)
+    for (destination, name), count in counts.items():
+        conn.execute(COUNT_SQL, (destination, name, count))
+    return applied
+
+
+def _record_in(conn: sqlite3.Connection, outcomes: Sequence[Outcome], owner: str) -> list[bool]:
+    """`Outbox.record`'s changes, in the caller's write transaction."""
+    applied: list[bool] = []
+    done = [o.delivery.row_id for o in outcomes if o.action == "delivered"]
+    delivered: dict[str, int] = {}  # counted once per destination and batch
+    deleted = _delete_mine(conn, done, owner)  # the common case, in one go
+    for outcome in outcomes:
+        delivery = outcome.delivery
+        key = (delivery.row_id, owner)
+        if outcome.action == "delivered":
+            changed = int(delivery.row_id in deleted)
+            if changed:
+                destination = delivery.destination
+                delivered[destination] = delivered.get(destination, 0) + 1
+        elif outcome.action == "retry":
+            changed = conn.execute(
+                "UPDATE deliveries SET state = 0, attempts = attempts + 1,"
+                f" next_attempt_at = ?, reason = ?, {_UNLEASE} WHERE {_MINE}",
+                (outcome.when, outcome.reason, *key),
+            ).rowcount
+        elif outcome.action == "defer":
+            changed = conn.execute(
+                "UPDATE deliveries SET state = 0, next_attempt_at = ?,"
+                f" reason = COALESCE(NULLIF(?, ''), reason), {_UNLEASE} WHERE {_MINE}",
+                (outcome.when, outcome.reason, *key),
+            ).rowcount
+        elif outcome.action == "release":
+            changed = conn.execute(
+                f"UPDATE deliveries SET state = 0, {_UNLEASE} WHERE {_MINE}", key
+            ).rowcount
+        elif outcome.action == "dead":
+            changed = conn.execute(
+                "UPDATE deliveries SET state = 2, attempts = attempts + 1,"
+                f" created_at = ?, reason = ?, {_UNLEASE} WHERE {_MINE}",
+                (time.time(), outcome.reason, *key),
+            ).rowcount
+        else:
+            raise ValueError(f"unknown outcome {outcome.action!r}")
+        applied.append(bool(changed))
+    for destination, count in delivered.items():
+        conn.execute(COUNT_SQL, (destination, "delivered", count))
+    return applied
 
 
 def _delete_mine(conn: sqlite3.Connection, row_ids: Sequence[int], owner: str) -> set[int]:

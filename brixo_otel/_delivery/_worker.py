@@ -441,32 +441,30 @@ class SignalProcessor:
                 self._wake.clear()
                 deadline = self._stop_deadline
                 try:
-                    self._recording = True
-                    try:
-                        self._collect(results, in_flight)
-                    finally:
-                        self._recording = False
-                    self._commit_held()
-                    if deadline is not None and time.monotonic() >= deadline:
-                        return
                     now = time.monotonic()
-                    if now - last_file_check >= self._poll_interval:
+                    stopping = deadline is not None and now >= deadline
+                    if stopping:
+                        pass  # no upkeep: record what came back, claim nothing, and stop
+                    elif now - last_file_check >= self._poll_interval:
                         last_file_check = now
                         self._outbox.check_file()
                         self._renew_long_exports(in_flight)
-                    if now - last_reclaim >= RECLAIM_INTERVAL_SECONDS:
+                    if not stopping and now - last_reclaim >= RECLAIM_INTERVAL_SECONDS:
                         last_reclaim = now
                         self._outbox.reclaim_dead_owners()
                         self._outbox.prune_dead()
-                    # Claim ahead: rows wait, leased, for the next free sender, so a sender
-                    # never waits for the worker's round trip; refilled in one claim once no
-                    # more than one per sender is left.
-                    wanted = 0
-                    if len(in_flight) <= self._max_in_flight:
-                        wanted = CLAIM_AHEAD * self._max_in_flight - len(in_flight)
-                    for delivery in self._claim(wanted):
+                    self._recording = True
+                    try:
+                        # The answers and the next rows: one transaction for the round.
+                        claimed = self._collect(results, in_flight, claim=not stopping)
+                    finally:
+                        self._recording = False
+                    for delivery in claimed:
                         in_flight[delivery.row_id] = delivery
                         jobs.put(delivery)
+                    self._commit_held()
+                    if stopping:
+                        return
                     self._notify_progress()
                     if deadline is not None and not in_flight and not self._held:
                         return  # shutting down, and nothing due is left
@@ -541,7 +539,17 @@ class SignalProcessor:
         if in_flight:
             self._outbox.renew(list(in_flight.values()))
 
-    def _collect(self, results: queue.SimpleQueue[_Result], in_flight: dict[int, Delivery]) -> None:
+    def _collect(
+        self,
+        results: queue.SimpleQueue[_Result],
+        in_flight: dict[int, Delivery],
+        *,
+        claim: bool = False,
+    ) -> list[Delivery]:
+        """Record the senders' results; with `claim`, claim the next rows in the same
+        transaction (claim ahead: rows wait, leased, for the next free sender, so a sender never
+        waits for the worker's round trip; refilled in one claim once no more than one per
+        sender is left). The rows claimed, for the caller to put in flight."""
         outcomes: list[Outcome] = []
         followups: list[Callable[[], None]] = []
         fan_outs: list[FanOut] = []  # of the link stage's rows: one transaction for all
@@ -556,21 +564,28 @@ class SignalProcessor:
                 outcomes.append(Outcome(delivery, "release"))
                 continue
             if delivery.destination == LINK_STAGE:
-                self._link(delivery, resolved, fan_outs)
+                self._link(delivery, resolved, fan_outs, outcomes)
                 continue
             outcomes.append(self._outcome(delivery, result, followups))
             pausing = self._unsettled.get(delivery.destination)
             if pausing:  # recorded: the pause is in place
                 pausing.discard(delivery.row_id)
-        if fan_outs:
-            self._apply_fan_outs(fan_outs)
-        if outcomes:
-            applied = self._outbox.record(outcomes)
-            for outcome, done in zip(outcomes, applied, strict=True):
-                if done and outcome.action == "delivered":
-                    self._after_delivered(outcome.delivery)
-            for followup in followups:
-                followup()
+        wanted = 0
+        if claim and len(in_flight) <= self._max_in_flight:
+            wanted = CLAIM_AHEAD * self._max_in_flight - len(in_flight)
+        order = self._claim_order(wanted)
+        if not (fan_outs or outcomes or order):
+            return []
+        fanned, applied, claimed = self._outbox.settle(
+            fan_outs, outcomes, order, wanted, on_corrupt=self._count_corrupt
+        )
+        self._after_fan_outs(fan_outs, fanned)
+        for outcome, done in zip(outcomes, applied, strict=True):
+            if done and outcome.action == "delivered":
+                self._after_delivered(outcome.delivery)
+        for followup in followups:
+            followup()
+        return self._defer_until_traces_left(claimed)
 
     # -- the link stage -------------------------------------------------------------------------
 
@@ -609,10 +624,15 @@ class SignalProcessor:
         )
 
     def _link(
-        self, stage: Delivery, resolved: Signal | None, batch: list[FanOut] | None = None
+        self,
+        stage: Delivery,
+        resolved: Signal | None,
+        batch: list[FanOut] | None = None,
+        outcomes: list[Outcome] | None = None,
     ) -> None:
         """Fan a link-stage row out to the destinations, or keep it waiting for the span. With
-        `batch`, the fan-out joins it, for the caller to apply with others in one transaction."""
+        `batch`, the fan-out joins it, and with `outcomes` a retry joins them, for the caller to
+        apply with others in one transaction."""
         signal = stage.signal
         first = stage.attempts == 0
         age = max(0.0, time.time() - stage.created_at)
@@ -634,6 +654,8 @@ class SignalProcessor:
         if first:
             early = [e for e in self._exporters.values() if not e.needs_rated_span]
             self._fan_out(stage, signal, early, keep_stage_until=when, batch=batch)
+        elif outcomes is not None:
+            outcomes.append(Outcome(stage, "retry", when, "waiting for the rated span"))
         else:
             self._outbox.reschedule(stage, when, "waiting for the rated span")
 
@@ -655,7 +677,9 @@ class SignalProcessor:
             batch.append(plan)
 
     def _apply_fan_outs(self, plans: Sequence[FanOut]) -> None:
-        applied = self._outbox.fan_out_many(plans)
+        self._after_fan_outs(plans, self._outbox.fan_out_many(plans))
+
+    def _after_fan_outs(self, plans: Sequence[FanOut], applied: Sequence[bool]) -> None:
         for (_, signal, taking, skipped, _), done in zip(plans, applied, strict=True):
             if not done:
                 continue
@@ -689,6 +713,15 @@ class SignalProcessor:
     # -- claiming -------------------------------------------------------------------------------
 
     def _claim(self, limit: int) -> list[Delivery]:
+        order = self._claim_order(limit)
+        if not order:
+            return []
+        claimed = self._outbox.claim(order, limit, on_corrupt=self._count_corrupt)
+        return self._defer_until_traces_left(claimed)
+
+    def _claim_order(self, limit: int) -> list[str]:
+        """The destinations to claim up to `limit` rows of, in this round's order (none: claim
+        nothing)."""
         if limit <= 0:
             return []
         active = self._active_destinations(time.time())
@@ -697,10 +730,7 @@ class SignalProcessor:
         # Rotate the order so one destination's backlog never starves another's.
         shift = self._rotation % len(active)
         self._rotation += 1
-        claimed = self._outbox.claim(
-            active[shift:] + active[:shift], limit, on_corrupt=self._count_corrupt
-        )
-        return self._defer_until_traces_left(claimed)
+        return active[shift:] + active[:shift]
 
     def _defer_until_traces_left(self, claimed: list[Delivery]) -> list[Delivery]:
         """Give back, for a moment, first attempts whose rated span is still in this process's

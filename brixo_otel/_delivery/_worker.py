@@ -406,7 +406,8 @@ class SignalProcessor:
         unsettled: dict[str, set[int]],
     ) -> None:
         wake = self._wake
-        batch = self._max_in_flight
+        # Two results per sender make a batch: half the rows claimed ahead (`CLAIM_AHEAD`).
+        batch = 2 * self._max_in_flight
         paused = self._paused
         while (delivery := jobs.get()) is not None:
             destination = delivery.destination

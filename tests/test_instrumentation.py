@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -429,3 +430,23 @@ def test_reconfigure_disables_the_old_client(capture: SpanCapture) -> None:
     finally:
         brixo_otel.shutdown()
         other.shutdown()
+
+
+def test_each_kind_of_function_still_looks_like_its_kind_to_inspect() -> None:
+    def plain(message_id: str) -> str:
+        return message_id
+
+    async def coroutine(message_id: str) -> str:
+        return message_id
+
+    def generator(message_id: str) -> Iterator[str]:
+        yield message_id
+
+    async def async_generator(message_id: str) -> AsyncIterator[str]:
+        yield message_id
+
+    assert inspect.isfunction(brixo_otel.message(plain))
+    assert inspect.iscoroutinefunction(brixo_otel.message(coroutine))
+    assert inspect.isgeneratorfunction(brixo_otel.message(generator))
+    assert inspect.isasyncgenfunction(brixo_otel.message(async_generator))
+    assert inspect.iscoroutinefunction(brixo_otel.interaction(coroutine))

@@ -1,7 +1,11 @@
 """`@message`, `@interaction` and `message_span`: one span per call, with ids in the Context.
 
-Built on wrapt so a decorated callable keeps its signature, `__wrapped__`, and method binding.
-There is one wrapper per kind of callable, chosen once at decoration time, because each kind
+A decorated callable keeps its name, docstring, signature (through `__wrapped__`) and method
+binding. A plain function or coroutine function gets a closure (`functools.wraps`), whose call
+costs a fraction of a wrapt proxy's; everything else (generator functions, which must still look
+like ones to frameworks that ask `inspect`; classmethod and staticmethod objects; other
+callables) gets a wrapt proxy, which forwards all of that. There is one wrapper per kind of
+callable, chosen once at decoration time, because each kind
 ends its span at a different moment: on return, when the coroutine finishes, or when the stream
 is exhausted, closed or fails. A stream whose consumer goes away without closing it is ended by
 the stream watcher (`_streams`) once it has been idle for its timeout; a message that stops
@@ -11,6 +15,7 @@ because its consumer did (closed early, cancelled, idle, collected) is marked ca
 from __future__ import annotations
 
 import contextvars
+import functools
 import inspect
 import logging
 import sys
@@ -393,8 +398,33 @@ class _Traced:
         if inspect.isgeneratorfunction(target):
             return wrapt.decorator(self._call_generator)(func)  # type: ignore[return-value]
         if inspect.iscoroutinefunction(target):
+            if inspect.isfunction(func):
+                return self._coroutine_function(func)  # type: ignore[return-value]
             return wrapt.decorator(self._call_coroutine)(func)  # type: ignore[return-value]
+        if inspect.isfunction(func):
+            return self._function(func)  # type: ignore[return-value]
         return wrapt.decorator(self._call)(func)  # type: ignore[return-value]
+
+    def _function(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """A closure over `_call`. Bound as a method, it gets `self` in `args` (no `instance`),
+        which the id's parameter index counts already: it is an index into the signature."""
+        call = self._call
+
+        @functools.wraps(func)
+        def traced(*args: Any, **kwargs: Any) -> Any:
+            return call(func, None, args, kwargs)
+
+        return traced
+
+    def _coroutine_function(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """As `_function`, for a coroutine function (and one itself, for `inspect`)."""
+        call = self._call_coroutine
+
+        @functools.wraps(func)
+        async def traced(*args: Any, **kwargs: Any) -> Any:
+            return await call(func, None, args, kwargs)
+
+        return traced
 
     def _call(
         self,

@@ -529,6 +529,7 @@ def test_memory_stays_flat_while_the_destination_is_down(harness: Harness) -> No
     enqueue(0, 1000)  # warm caches before measuring
     gc.collect()
     blocks = sys.getallocatedblocks()
+
     def settled() -> None:
         # A burst may find the outbox busy for a moment (a checkpoint): those signals wait in
         # the bounded memory buffer until the worker commits them, which it does at once.

@@ -79,8 +79,9 @@ def test_every_exit_path_fits_the_exit_budget_when_both_endpoints_hang(
                 silent.url,
                 str(tmp_path / f"{mode}.db"),
             ],
-            # The batch span processor exports 0.1 s after a span ends, not 5 s.
-            env=child_env(OTEL_BSP_SCHEDULE_DELAY="100"),
+            # The batch span processor exports 0.1 s after a span ends, not 5 s; a child still
+            # running at the end is sent SIGABRT, on which it prints every thread's stack.
+            env=child_env(OTEL_BSP_SCHEDULE_DELAY="100", PYTHONFAULTHANDLER="1"),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -104,7 +105,12 @@ def test_every_exit_path_fits_the_exit_budget_when_both_endpoints_hang(
                 if mode not in took and child.poll() is not None:
                     took[mode] = time.monotonic() - began[mode]
             time.sleep(0.01)
-        assert len(took) == len(children), f"still running: {set(children) - set(took)}"
+        stacks = ""
+        for mode, child in children.items():
+            if mode not in took:  # what it is stuck on, for the failure below
+                child.send_signal(signals.SIGABRT)
+                stacks += f"\n--- {mode} ---\n" + child.communicate(timeout=10)[1][-6000:]
+        assert len(took) == len(children), f"still running: {set(children) - set(took)}{stacks}"
     finally:
         for child in children.values():
             if child.poll() is None:

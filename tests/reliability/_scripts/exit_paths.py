@@ -33,7 +33,11 @@ def main() -> None:
     time.sleep(1.0)  # both exports are under way, and stuck, by now
     if mode == "signal":
         print("READY", flush=True)
-        time.sleep(60)
+        # Short sleeps: the kernel may hand the signal to one of the process's other threads,
+        # and the handler then runs in the main thread only once it next runs Python code,
+        # which one long sleep would put off for its whole length.
+        for _ in range(600):
+            time.sleep(0.1)
         return
     print(f"EXITING {time.monotonic()}", flush=True)
     if mode == "sys.exit":

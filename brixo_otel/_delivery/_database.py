@@ -76,9 +76,11 @@ _BEGIN_STEP_MS: Final = 20
 #: Longest the worker holds a write back while the WAL is too large to take it (see
 #: `_transaction`): past it, the write goes ahead, since delivery must go on.
 _WAL_THROTTLE_SECONDS: Final = 0.5
-#: What one more commit may add to the WAL beyond its payload (page images of the row, its index
-#: entries and the totals): counted up front, so that a commit admitted under the cap stays so.
-COMMIT_OVERHEAD_BYTES: Final = 64 * 1024
+#: What one more commit may add to the WAL beyond its payload (page images of the rows, their
+#: index entries and the totals): counted up front, so that a commit admitted under the cap stays
+#: so. The largest commits are the worker's, one per round (a batch's fan-outs, answers and next
+#: claim: some 20 pages), which can take the WAL past twice its share before the next checkpoint.
+COMMIT_OVERHEAD_BYTES: Final = 128 * 1024
 #: The pages an outbox holds whatever it stores (schema, totals, counters, exporter state).
 BASE_BYTES: Final = 64 * 1024
 #: SQLite's shared-memory file beside the WAL (32 KiB per 4 MiB of WAL).
@@ -93,9 +95,9 @@ _RATIO_SAMPLE_BYTES: Final = 256 * 1024
 #: the payload bytes stored since, and reads them exactly (three header reads) only when the
 #: estimate comes within half of what the cap leaves them, or the reading is older.
 PAGES_ESTIMATE_SECONDS: Final = 2.0
-#: How often the app's commits look at the WAL's size (a `stat`), at most, while it is below its
-#: share of the cap; each of this process's commits counts `COMMIT_OVERHEAD_BYTES` more toward it
-#: meanwhile, so a look is never more than a few commits stale where it matters.
+#: How often the app's commits look at the WAL's size (a `stat`), at most, while it is below a
+#: quarter of its share of the cap; each of this process's commits counts `COMMIT_OVERHEAD_BYTES`
+#: more toward it meanwhile (see `_recent_wal_bytes`).
 WAL_LOOK_SECONDS: Final = 0.001
 #: SQLite's primary result codes that mean "this connection can no longer write the file": it
 #: was opened read-only (SQLITE_READONLY, 8), the disk failed it (SQLITE_IOERR, 10), or its
@@ -282,13 +284,14 @@ class OutboxDatabase:
         return others + self._used_bytes(conn, stored, room=self.limits.max_bytes - others)
 
     def _recent_wal_bytes(self, adding: int) -> int:
-        """The WAL's size, looked at again when the last look is over a millisecond old or past
-        the share; in between, each commit adds what it may write at most (its payload and
-        `COMMIT_OVERHEAD_BYTES`), so this process's own burst is never under-counted, and only
-        other processes' commits of the last millisecond can be (the size matters only past
-        twice the share, which the worker's checkpoints keep it from)."""
+        """The WAL's size, looked at again once the last look is a millisecond old, or at every
+        commit once it is past a quarter of its share. In between, each commit of this process
+        adds what it may write at most (its payload and `COMMIT_OVERHEAD_BYTES`), so only other
+        processes' commits of the last millisecond go uncounted, and only while the WAL is far
+        below twice its share, where its size starts to matter (the worker checkpoints it
+        at its share)."""
         now = time.monotonic()
-        if self._wal_seen > self.wal_share or now - self._wal_seen_at >= WAL_LOOK_SECONDS:
+        if self._wal_seen > self.wal_share // 4 or now - self._wal_seen_at >= WAL_LOOK_SECONDS:
             self._wal_seen = self.wal_bytes
             self._wal_seen_at = now
         wal = self._wal_seen

@@ -12,6 +12,7 @@ or SIGINT). Whatever the way, the interpreter must be gone within the exit budge
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 
@@ -32,12 +33,11 @@ def main() -> None:
         brixo_otel.feedback("thumbs_up", message_id=f"rated-{n}")
     time.sleep(1.0)  # both exports are under way, and stuck, by now
     if mode == "signal":
+        # Ctrl-C as Python handles it by default, even when this was started with SIGINT
+        # ignored (as a shell starts a background job, and so everything the job starts).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         print("READY", flush=True)
-        # Short sleeps: the kernel may hand the signal to one of the process's other threads,
-        # and the handler then runs in the main thread only once it next runs Python code,
-        # which one long sleep would put off for its whole length.
-        for _ in range(600):
-            time.sleep(0.1)
+        time.sleep(60)
         return
     print(f"EXITING {time.monotonic()}", flush=True)
     if mode == "sys.exit":

@@ -394,9 +394,11 @@ class _Traced:
     def wrap(self, func: F) -> F:
         target = getattr(func, "__func__", func)
         if inspect.isasyncgenfunction(target):
-            return wrapt.decorator(self._call_async_generator)(func)  # type: ignore[return-value]
+            stream = self._call_stream(self._async_generator, is_async=True)
+            return wrapt.decorator(stream)(func)  # type: ignore[return-value]
         if inspect.isgeneratorfunction(target):
-            return wrapt.decorator(self._call_generator)(func)  # type: ignore[return-value]
+            stream = self._call_stream(self._generator, is_async=False)
+            return wrapt.decorator(stream)(func)  # type: ignore[return-value]
         if inspect.iscoroutinefunction(target):
             if inspect.isfunction(func):
                 return self._coroutine_function(func)  # type: ignore[return-value]
@@ -467,20 +469,31 @@ class _Traced:
             otel_context.detach(token)
             self.close(span)
 
-    def _call_generator(
+    def _call_stream(
         self,
-        wrapped: Callable[..., Any],
-        instance: object,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Generator[Any, Any, Any]:
-        timeout = self._idle_timeout
-        if timeout is None:
-            return self._generator(wrapped, args, kwargs, instance, None)
-        stream = _streams.StreamWatch(timeout, is_async=False)
-        generator = self._generator(wrapped, args, kwargs, instance, stream)
-        stream.generator = weakref.ref(generator)
-        return generator
+        body: Callable[..., Generator[Any, Any, Any] | AsyncGenerator[Any, Any]],
+        *,
+        is_async: bool,
+    ) -> Callable[..., Any]:
+        """wrapt's wrapper for a generator function, `body` being `_generator` (or, `is_async`,
+        `_async_generator`): with an idle timeout, the stream is watched, by a weak reference to
+        the generator the caller holds, so an abandoned one still ends its span."""
+
+        def call(
+            wrapped: Callable[..., Any],
+            instance: object,
+            args: tuple[Any, ...],
+            kwargs: dict[str, Any],
+        ) -> Any:
+            timeout = self._idle_timeout
+            if timeout is None:
+                return body(wrapped, args, kwargs, instance, None)
+            stream = _streams.StreamWatch(timeout, is_async=is_async)
+            generator = body(wrapped, args, kwargs, instance, stream)
+            stream.generator = weakref.ref(generator)
+            return generator
+
+        return call
 
     def _generator(
         self,
@@ -514,21 +527,6 @@ class _Traced:
             if stream is None or _streams.release(stream):
                 self._end(span, failure, stopped)
             failure = stopped = None  # no cycle through the frame
-
-    def _call_async_generator(
-        self,
-        wrapped: Callable[..., Any],
-        instance: object,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> AsyncGenerator[Any, Any]:
-        timeout = self._idle_timeout
-        if timeout is None:
-            return self._async_generator(wrapped, args, kwargs, instance, None)
-        stream = _streams.StreamWatch(timeout, is_async=True)
-        generator = self._async_generator(wrapped, args, kwargs, instance, stream)
-        stream.generator = weakref.ref(generator)
-        return generator
 
     async def _async_generator(
         self,

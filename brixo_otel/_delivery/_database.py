@@ -48,6 +48,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Concatenate, Final, ParamSpec
 
 from brixo_otel._forksafe import after_fork_in_child
@@ -95,10 +96,18 @@ _RATIO_SAMPLE_BYTES: Final = 256 * 1024
 #: the payload bytes stored since, and reads them exactly (three header reads) only when the
 #: estimate comes within half of what the cap leaves them, or the reading is older.
 PAGES_ESTIMATE_SECONDS: Final = 2.0
-#: How often the app's commits look at the WAL's size (a `stat`), at most, while it is below a
-#: quarter of its share of the cap; each of this process's commits counts `COMMIT_OVERHEAD_BYTES`
-#: more toward it meanwhile (see `_recent_wal_bytes`).
+#: How often the app's commits look at the WAL's size (a `stat`), at most, while it is far below
+#: twice its share of the cap; each of this process's commits counts `COMMIT_OVERHEAD_BYTES`
+#: more toward it meanwhile (see `_beside_used_pages`).
 WAL_LOOK_SECONDS: Final = 0.001
+#: The largest signal (its payload, in bytes) that `feedback()` commits under the byte cap's
+#: lease (see `OutboxDatabase.stored_bytes_bound`); larger ones work the bound out anew.
+LEASED_SIGNAL_BYTES: Final = 32 * 1024
+#: How much other processes' commits could add to the WAL within one `WAL_LOOK_SECONDS`, unseen
+#: (a generous bound: SQLite serialises commits, a few tens of KiB each, some tens per
+#: millisecond): the app's commits look at the WAL at every commit once it may be this close to
+#: twice its share.
+WAL_UNSEEN_BYTES: Final = 2 * 1024 * 1024
 #: SQLite's primary result codes that mean "this connection can no longer write the file": it
 #: was opened read-only (SQLITE_READONLY, 8), the disk failed it (SQLITE_IOERR, 10), or its
 #: file could not be opened (SQLITE_CANTOPEN, 14).
@@ -202,6 +211,11 @@ class OutboxDatabase:
     def __init__(self, path: str, limits: OutboxLimits = OutboxLimits()) -> None:
         self.path = path
         self.limits = limits
+        share = self.wal_share
+        #: The byte cap's figures that only depend on the limits (see `bytes_on_disk`).
+        self._wal_limit = 2 * share
+        self._wal_exact_above = max(share // 4, 2 * share - WAL_UNSEEN_BYTES)
+        self._room_beside_pages = 2 * share + SHM_BYTES + COMMIT_OVERHEAD_BYTES
         self._host = socket.gethostname()
         self._closed = False
         self._init_process_state()
@@ -243,6 +257,11 @@ class OutboxDatabase:
         #: The WAL's size as last looked at (plus this process's commits since), and when.
         self._wal_seen = 0
         self._wal_seen_at = -math.inf
+        #: `stored_bytes_bound`'s lease: the bound, until when it stands, and what this
+        #: process's commits may add to the WAL meanwhile.
+        self._lease_bound = 0
+        self._lease_until = -math.inf
+        self._lease_wal_room = 0
 
     @property
     def wal_bytes(self) -> int:
@@ -267,36 +286,84 @@ class OutboxDatabase:
         do, and they stay within the cap less what the WAL may take. An in-memory outbox counts
         its payloads alone.
 
-        This runs in every `feedback()`, so it touches the disk only where the answer could
-        change: the WAL's size is looked at once a millisecond while it is small
-        (`WAL_LOOK_SECONDS`), and the used pages are estimated unless the estimate nears the cap
-        (`PAGES_ESTIMATE_SECONDS`)."""
+        The app's commits ask `stored_bytes_bound` first, which needs no transaction; this, the
+        exact answer, is for when that cannot tell."""
         if self.path == ":memory:":
             return stored + adding
-        wal = self._recent_wal_bytes(adding)
-        if wal > 2 * self.wal_share:
-            # The worker checkpoints it at its next commit: until then, this signal waits in
-            # memory rather than grow the WAL further (and is not refused, which a full outbox
-            # would be).
-            raise OutboxBusy(f"outbox {self.path!r}: its WAL ({wal} bytes) is being checkpointed")
-        others = max(wal, 2 * self.wal_share) + SHM_BYTES + COMMIT_OVERHEAD_BYTES
-        others += math.ceil(adding * self._page_ratio)
+        others = self._beside_used_pages(adding, time.monotonic())
         return others + self._used_bytes(conn, stored, room=self.limits.max_bytes - others)
 
-    def _recent_wal_bytes(self, adding: int) -> int:
-        """The WAL's size, looked at again once the last look is a millisecond old, or at every
-        commit once it is past a quarter of its share. In between, each commit of this process
-        adds what it may write at most (its payload and `COMMIT_OVERHEAD_BYTES`), so only other
-        processes' commits of the last millisecond go uncounted, and only while the WAL is far
-        below twice its share, where its size starts to matter (the worker checkpoints it
-        at its share)."""
+    def stored_bytes_bound(self, adding: int) -> int | None:
+        """The most payload bytes the outbox may already hold for `adding` more to pass the
+        byte cap by `bytes_on_disk`'s estimate, or None when only an exact reading can tell
+        (no fresh reading of the used pages, or the estimate near the cap).
+
+        So `feedback()` checks the cap inside its one INSERT statement (the bound against the
+        totals row), with no transaction of its own around it and no read of the file's
+        pages: a bound lets through no more than `bytes_on_disk` would, and a commit it
+        refuses is tried again the exact way. Raises `OutboxBusy` as `bytes_on_disk`.
+
+        One bound, worked out for a signal of `LEASED_SIGNAL_BYTES`, serves the commits of the
+        next moments (a *lease*): until the WAL is due to be looked at again, and while this
+        process's commits have not added so much to it that it must be looked at sooner."""
         now = time.monotonic()
-        if self._wal_seen > self.wal_share // 4 or now - self._wal_seen_at >= WAL_LOOK_SECONDS:
-            self._wal_seen = self.wal_bytes
-            self._wal_seen_at = now
+        if now < self._lease_until and adding <= LEASED_SIGNAL_BYTES:
+            room = self._lease_wal_room - adding - COMMIT_OVERHEAD_BYTES
+            if room >= 0:
+                self._lease_wal_room = room
+                return self._lease_bound
+        return self._bound_anew(adding, now)
+
+    def _bound_anew(self, adding: int, now: float) -> int | None:
+        """`stored_bytes_bound` worked out, and a new lease taken when one can be."""
+        limit = self.limits.max_bytes
+        if self.path == ":memory:":
+            return limit - adding
+        if self._lease_until != -math.inf:  # the WAL estimate, with the lease's commits
+            self._wal_seen = self._wal_exact_above - self._lease_wal_room
+            self._lease_until = -math.inf
+        others = self._beside_used_pages(adding, now)
+        reading = self._pages_read
+        if reading is None or now - reading[2] >= PAGES_ESTIMATE_SECONDS:
+            return None
+        used, stored_then, read_at = reading
+        ratio = self._page_ratio
+        # `_used_bytes` estimates `used + ceil((stored - stored_then) * ratio)` and keeps the
+        # estimate only while it is within half the room: the most `stored` that does so.
+        budget = (limit - others) // 2 - used
+        if budget < 0:
+            return None
+        leased = (limit - self._room_beside_pages - math.ceil(LEASED_SIGNAL_BYTES * ratio)) // 2
+        if leased - used >= 0 and self._wal_seen <= self._wal_exact_above:
+            self._lease_bound = stored_then + int((leased - used) / ratio)
+            self._lease_wal_room = self._wal_exact_above - self._wal_seen
+            self._lease_until = min(
+                self._wal_seen_at + WAL_LOOK_SECONDS, read_at + PAGES_ESTIMATE_SECONDS
+            )
+        return stored_then + int(budget / ratio)
+
+    def _beside_used_pages(self, adding: int, now: float) -> int:
+        """What the cap counts besides the database's used pages: twice the WAL's share (the
+        WAL is never let past it), the shared memory, one commit's room and the new rows'
+        pages. Raises `OutboxBusy` while the WAL is past twice its share: the worker
+        checkpoints it at its next commit, and until then the signal waits in memory rather
+        than grow it further (and is not refused, which a full outbox would be).
+
+        The WAL's size is looked at (a `stat`) once the last look is a millisecond old, and at
+        every commit once the WAL may be near twice its share (within `WAL_UNSEEN_BYTES`, or
+        past a quarter of its share, whichever comes first). In between, each commit of this
+        process adds what it may write at most (its payload and `COMMIT_OVERHEAD_BYTES`), so
+        only other processes' commits of the last millisecond go uncounted, and only while
+        the WAL is too far below twice its share for them to take it there (the worker
+        checkpoints it at its share)."""
         wal = self._wal_seen
+        if wal > self._wal_exact_above or now - self._wal_seen_at >= WAL_LOOK_SECONDS:
+            wal = self.wal_bytes
+            self._wal_seen_at = now
         self._wal_seen = wal + adding + COMMIT_OVERHEAD_BYTES
-        return wal
+        if wal > self._wal_limit:
+            raise OutboxBusy(f"outbox {self.path!r}: its WAL ({wal} bytes) is being checkpointed")
+        return self._room_beside_pages + math.ceil(adding * self._page_ratio)
 
     def _used_bytes(self, conn: sqlite3.Connection, stored: int, *, room: int) -> int:
         """The database's pages in use, less the dead letters' share: estimated from the last
@@ -354,19 +421,28 @@ class OutboxDatabase:
         return self._app_conn
 
     def _open(self, busy_timeout_ms: int) -> sqlite3.Connection:
-        if self.path != ":memory:" and not os.path.exists(self.path):
-            directory = os.path.dirname(os.path.abspath(self.path))
+        """A connection: the worker's (`busy_timeout_ms` > 0), which makes the file and its
+        schema when they are missing, or the app's, which only opens a file that exists. A file
+        deleted under a running process is the worker's to make again, with the rows the old
+        one held (`check_file`): one the app made first would be empty meanwhile, without even
+        its tables, and its signals would fail there instead of waiting in memory."""
+        target = self.path
+        if target != ":memory:" and busy_timeout_ms and not os.path.exists(target):
+            directory = os.path.dirname(os.path.abspath(target))
             os.makedirs(directory, exist_ok=True)
             # Signals can carry user comments: keep the file (and SQLite's WAL and shm files,
             # which copy its mode) readable by this user only.
             with contextlib.suppress(FileExistsError):
-                os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+                os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        elif target != ":memory:" and not busy_timeout_ms:
+            target = Path(target).absolute().as_uri() + "?mode=rw"
         conn = sqlite3.connect(
-            self.path,
+            target,
             timeout=busy_timeout_ms / 1000,
             isolation_level=None,
             check_same_thread=False,
             cached_statements=64,
+            uri=target is not self.path,
         )
         try:
             conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
@@ -489,6 +565,26 @@ class OutboxDatabase:
         with self._lock:
             yield self._connection()
 
+    def _app_execute(self, wait: float, sql: str, parameters: tuple[object, ...]) -> int:
+        """One statement in a transaction of its own (SQLite's autocommit) for the app's
+        thread: the rows it changed, or `OutboxBusy` after `wait` seconds. A write statement
+        takes the write lock before it reads anything, as `BEGIN IMMEDIATE` would, so one
+        statement is a whole capped commit (see `Outbox.add`) at a quarter of the calls."""
+        deadline = time.monotonic() + wait
+        lock, conn = self._app_enter(wait)
+        try:
+            try:
+                return conn.execute(sql, parameters).rowcount
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+            return _execute_until(conn, deadline, sql, parameters, self.path).rowcount
+        except sqlite3.Error as exc:
+            self._app_failed(exc)
+            raise
+        finally:
+            lock.release()
+
     def _app_commit(
         self,
         wait: float,
@@ -497,33 +593,12 @@ class OutboxDatabase:
         **kwargs: P.kwargs,
     ) -> None:
         """`write(conn, ...)` in a write transaction for the app's thread, or `OutboxBusy` after
-        `wait` seconds. An in-memory outbox is one database on one connection: the worker's,
-        under its lock. A call, not a context manager: this runs in every `feedback()`, where a
-        generator-based `with` costs a tenth of the Python work around the commit."""
+        `wait` seconds. A call, not a context manager: a generator-based `with` costs a tenth
+        of the Python work around the commit."""
         deadline = time.monotonic() + wait
-        shared = self.path == ":memory:"
-        lock = self._lock if shared else self._app_lock
-        if self._forking:
-            raise OutboxBusy(f"outbox {self.path!r} closing for a fork")
-        acquired = lock.acquire(timeout=wait) if wait > 0 else lock.acquire(blocking=False)
-        if not acquired:
-            raise OutboxBusy(f"outbox {self.path!r} busy in this process")
+        lock, conn = self._app_enter(wait)
         try:
-            conn = self._connection() if shared else self._app_connection()
-            delay = 0.0005
-            while True:
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    break
-                except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) and "busy" not in str(exc):
-                        raise
-                    if time.monotonic() + delay > deadline:
-                        raise OutboxBusy(
-                            f"outbox {self.path!r} locked by another process"
-                        ) from None
-                    time.sleep(delay)
-                    delay = min(delay * 2, 0.005)
+            _execute_until(conn, deadline, "BEGIN IMMEDIATE", (), self.path)
             try:
                 write(conn, *args, **kwargs)
                 conn.execute("COMMIT")
@@ -531,14 +606,35 @@ class OutboxDatabase:
                 rollback(conn)
                 raise
         except sqlite3.Error as exc:
-            if _needs_reopen(exc) and self._app_conn is not None:
-                # Opened read-only (or its file is gone): the next call opens a fresh one.
-                conn, self._app_conn = self._app_conn, None
-                with contextlib.suppress(sqlite3.Error):
-                    conn.close()
+            self._app_failed(exc)
             raise
         finally:
             lock.release()
+
+    def _app_enter(self, wait: float) -> tuple[threading.Lock, sqlite3.Connection]:
+        """The lock (held: the caller releases it) and connection for an app-thread write, or
+        `OutboxBusy` when this process's lock is not free within `wait`. An in-memory outbox
+        is one database on one connection: the worker's, under its lock."""
+        if self._forking:
+            raise OutboxBusy(f"outbox {self.path!r} closing for a fork")
+        shared = self.path == ":memory:"
+        lock = self._lock if shared else self._app_lock
+        acquired = lock.acquire(timeout=wait) if wait > 0 else lock.acquire(blocking=False)
+        if not acquired:
+            raise OutboxBusy(f"outbox {self.path!r} busy in this process")
+        try:
+            return lock, self._connection() if shared else self._app_connection()
+        except BaseException:
+            lock.release()
+            raise
+
+    def _app_failed(self, exc: sqlite3.Error) -> None:
+        """After an app-thread write failed: a connection opened read-only (or whose file is
+        gone) is dropped, so the next call opens a fresh one. Caller holds the lock."""
+        if _needs_reopen(exc) and self._app_conn is not None:
+            conn, self._app_conn = self._app_conn, None
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
 
     def _close_for_fork(self) -> None:
         """Close this process's connections before a fork (see the module); caller holds both
@@ -716,6 +812,7 @@ class OutboxDatabase:
             self._conn = new
             self._file_id = self._current_file_id()
             self._pages_read = None  # a reading of the old file says nothing of the new
+            self._lease_until = -math.inf
         logger.error(
             "brixo_otel: the outbox file %r was deleted or replaced while in use; recreated it "
             "with the %d rows this process still held",
@@ -729,6 +826,29 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     if isinstance(code, int):
         return (code & 0xFF) in (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
     return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _execute_until(
+    conn: sqlite3.Connection,
+    deadline: float,
+    sql: str,
+    parameters: tuple[object, ...],
+    path: str,
+) -> sqlite3.Cursor:
+    """`sql` on a connection that does not wait for locks itself, tried again in short, growing
+    steps while another connection holds the write lock, until `deadline` (monotonic): then
+    `OutboxBusy`."""
+    delay = 0.0005
+    while True:
+        try:
+            return conn.execute(sql, parameters)
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise
+        if time.monotonic() + delay > deadline:
+            raise OutboxBusy(f"outbox {path!r} locked by another process") from None
+        time.sleep(delay)
+        delay = min(delay * 2, 0.005)
 
 
 def _needs_reopen(exc: sqlite3.Error) -> bool:

@@ -38,6 +38,13 @@ _INSERT: Final = (
     " (signal_id, destination, payload, size, created_at, next_attempt_at)"
     " VALUES (?, ?, ?, ?, ?, ?)"
 )
+#: `_INSERT` of one row, only while the totals leave room: rows at most the 7th parameter, payload
+#: bytes at most the 8th.
+_INSERT_IF_ROOM: Final = (
+    "INSERT INTO deliveries"
+    " (signal_id, destination, payload, size, created_at, next_attempt_at)"
+    " SELECT ?, ?, ?, ?, ?, ? FROM totals WHERE id = 0 AND rows <= ? AND bytes <= ?"
+)
 _TOTALS: Final = "SELECT rows, bytes FROM totals WHERE id = 0"
 _MINE: Final = "id = ? AND owner = ? AND state = 1"
 _UNLEASE: Final = "owner = NULL, lease_until = NULL"
@@ -98,12 +105,38 @@ class Outbox(AdminQueries, ExporterStateStore, OutboxDatabase):
         counts toward the bytes.
         """
         payload = signal.to_json()
-        size = len(payload.encode())
+        # In bytes: an ASCII string (`isascii` is a flag on the string) is its own length.
+        size = len(payload) if payload.isascii() else len(payload.encode())
         if wait is None:
             with self._transaction() as conn:
                 self._insert_within_caps(conn, signal, destinations, payload, size)
-        else:
+        elif len(destinations) != 1 or not self._insert_if_room(
+            wait, signal.id, destinations[0], payload, size
+        ):
             self._app_commit(wait, self._insert_within_caps, signal, destinations, payload, size)
+
+    def _insert_if_room(
+        self, wait: float, signal_id: str, destination: str, payload: str, size: int
+    ) -> bool:
+        """The app's commit of one row, the caps checked by the INSERT itself against the
+        totals row (the bytes by `stored_bytes_bound`'s estimate): one statement, its own
+        transaction. False when it stored nothing because a cap may be reached or only an
+        exact reading can tell: `add` then decides the exact way."""
+        bound = self.stored_bytes_bound(size)
+        if bound is None:
+            return False
+        now = time.time()
+        parameters = (
+            signal_id,
+            destination,
+            payload,
+            size,
+            now,
+            now,
+            self.limits.max_rows - 1,
+            bound,
+        )
+        return self._app_execute(wait, _INSERT_IF_ROOM, parameters) == 1
 
     def _insert_within_caps(
         self,

@@ -332,13 +332,16 @@ def test_an_outbox_deleted_while_running_is_recreated_loudly_and_loses_nothing(
         if not outbox.exists():
             return None
         with contextlib.closing(sqlite3.connect(outbox, timeout=5)) as conn:
-            owed = {
-                signal_id
-                for (signal_id,) in conn.execute(
-                    "SELECT signal_id FROM deliveries"
-                    " WHERE destination = 'brixo' AND state IN (0, 1)"
-                )
-            }
+            try:
+                owed = {
+                    signal_id
+                    for (signal_id,) in conn.execute(
+                        "SELECT signal_id FROM deliveries"
+                        " WHERE destination = 'brixo' AND state IN (0, 1)"
+                    )
+                }
+            except sqlite3.OperationalError:  # made a moment ago, its tables not yet
+                return None
         return True if owed == {*queued, *after} else None
 
     wait_for(on_disk, 10, "the recreated outbox to hold every queued signal")

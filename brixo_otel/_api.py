@@ -105,7 +105,7 @@ def _on_default_client(method: Callable[Concatenate[Client, P], R]) -> Callable[
 
     @functools.wraps(method)
     def call(*args: P.args, **kwargs: P.kwargs) -> R:
-        return method(get_client(), *args, **kwargs)
+        return method(_default or get_client(), *args, **kwargs)
 
     _drop_self(call, method)
     return call

@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec
+from typing import Any, Concatenate, Final, ParamSpec
 
 from opentelemetry import _logs, trace
 from opentelemetry.metrics import MeterProvider
@@ -264,16 +264,28 @@ class Client:
         a token from `link_token()`, passed back by the frontend: it names the rated span, in
         any process, with no shared index (the message id may then be omitted).
         """
-        signal = self._signal(
-            value,
-            link=link,
-            message_id=message_id,
-            conversation_id=conversation_id,
-            user_message=user_message,
-            occurred_at=occurred_at,
-            score=score,
-            reasons=reasons,
-        )
+        if link is None:  # the usual call: what `_signal` does, without its keyword relay
+            signal = validate(
+                value,
+                message_id=message_id,
+                conversation_id=conversation_id,
+                user_message=user_message,
+                occurred_at=occurred_at,
+                score=score,
+                reasons=reasons,
+                caller=_caller(),
+            )
+        else:
+            signal = self._signal(
+                value,
+                link=link,
+                message_id=message_id,
+                conversation_id=conversation_id,
+                user_message=user_message,
+                occurred_at=occurred_at,
+                score=score,
+                reasons=reasons,
+            )
         self._signals.enqueue(signal)
         return signal
 
@@ -460,10 +472,17 @@ def _open_outbox(settings: Settings) -> Outbox:
         ) from None
 
 
+_current_span: Final = trace.get_current_span
+_NO_SPAN: Final = trace.INVALID_SPAN
+
+
 def _caller() -> SpanRef | None:
     """The span current at the call (the request that carried the click), fixed on the signal
     so its feedback span can link back to it."""
-    context = trace.get_current_span().get_span_context()
+    span = _current_span()
+    if span is _NO_SPAN:  # no span current: the common case outside a request
+        return None
+    context = span.get_span_context()
     return SpanRef(context.trace_id, context.span_id) if context.is_valid else None
 
 

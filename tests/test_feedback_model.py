@@ -3,6 +3,11 @@ accepted, before anything is queued."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import random
+import time
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -15,6 +20,8 @@ from brixo_otel._signal import (
     MAX_ID_LENGTH,
     MAX_USER_MESSAGE_LENGTH,
     Signal,
+    SpanRef,
+    format_timestamp,
     new_signal_id,
     validate,
 )
@@ -102,10 +109,94 @@ def test_target_follows_the_ids_given() -> None:
 
 
 def test_signal_ids_are_unique_uuid7_and_sortable() -> None:
+    before = time.time_ns() // 1_000_000
     ids = [new_signal_id() for _ in range(2000)]
+    after = time.time_ns() // 1_000_000
     assert len(set(ids)) == len(ids)
-    assert all(i[14] == "7" for i in ids)
-    assert ids[0][:8] <= ids[-1][:8]
+    parsed = [uuid.UUID(i) for i in ids]
+    assert {(u.version, u.variant) for u in parsed} == {(7, uuid.RFC_4122)}
+    assert [str(u) for u in parsed] == ids  # canonical form: lower-case hex, dashes in place
+    stamps = [u.int >> 80 for u in parsed]  # the first 48 bits: Unix milliseconds
+    assert stamps == sorted(stamps) and before <= stamps[0] and stamps[-1] <= after
+
+
+def test_a_forked_child_draws_other_ids_than_its_parent() -> None:
+    """The ids' random bits come from a generator of the library's own: a child that inherited
+    its state would repeat the parent's ids within the same millisecond."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, to the parent
+        try:
+            os.write(write, " ".join(new_signal_id() for _ in range(50)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    mine = [new_signal_id() for _ in range(50)]
+    with os.fdopen(read) as pipe:
+        theirs = pipe.read().split()
+    os.waitpid(pid, 0)
+    assert len(theirs) == 50
+    assert not {i[15:] for i in mine} & {i[15:] for i in theirs}  # the random part
+
+
+def test_an_app_seeding_python_random_does_not_repeat_ids() -> None:
+    random.seed(7)
+    first = new_signal_id()
+    random.seed(7)
+    assert new_signal_id()[15:] != first[15:]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"message_id": "m"},
+        {"conversation_id": "c", "user_message": "well put"},
+        {"message_id": "m", "score": 4, "reasons": ["too_long", "too_long", "incorrect"]},
+        {"message_id": "m", "occurred_at": "2026-02-03T14:22:10.5+02:00"},
+    ],
+)
+def test_validate_builds_exactly_what_the_dataclass_would(kwargs: dict[str, object]) -> None:
+    """`validate` sets the fields straight into the new object (faster than a frozen
+    dataclass's own `__init__`): the result must be the same signal, every field set, no other
+    attribute."""
+    value = "csat" if "score" in kwargs else "thumbs_up"
+    caller = SpanRef(trace_id=0xABC, span_id=0xDEF)
+    signal = validate(value, caller=caller, **kwargs)  # type: ignore[arg-type]
+    fields = {f.name: getattr(signal, f.name) for f in dataclasses.fields(Signal)}
+    assert set(vars(signal)) == set(fields)
+    rebuilt = Signal(**fields)
+    assert rebuilt == signal and hash(rebuilt) == hash(signal) and repr(rebuilt) == repr(signal)
+    assert dataclasses.replace(signal, link_status="linked").link_status == "linked"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        signal.value = "thumbs_down"  # type: ignore[misc]
+
+
+@given(
+    st.lists(
+        st.datetimes(
+            min_value=datetime(1971, 1, 1),
+            max_value=datetime(8999, 12, 31),
+            timezones=st.sampled_from(
+                [
+                    timezone.utc,
+                    timezone(timedelta(hours=5, minutes=30)),
+                    timezone(-timedelta(hours=8)),
+                ]
+            ),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_outbox_timestamps_are_isoformat_in_utc_whatever_came_before(
+    moments: list[datetime],
+) -> None:
+    """The outbox's microsecond timestamps keep the date and time of the last second they wrote:
+    any sequence of moments (the same second in another month, another zone) must still come
+    out as `isoformat` would write each."""
+    for moment in moments + [m.astimezone(timezone.utc) for m in moments]:
+        expected = moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
+        assert format_timestamp(moment, "microseconds") == expected.replace("+00:00", "Z")
 
 
 #: Text the model accepts: no lone surrogates (not UTF-8) and no NUL (refused, see below).

@@ -612,6 +612,57 @@ def test_metrics_count_every_outcome(harness: Harness) -> None:
     assert points[("brixo.outbox.depth", brixo)] == 0
 
 
+def _sums(reader: InMemoryMetricReader, name: str) -> dict[tuple[tuple[str, Any], ...], float]:
+    data = reader.get_metrics_data()
+    found: dict[tuple[tuple[str, Any], ...], float] = {}
+    for resource in data.resource_metrics if data else ():
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == name:
+                    for point in metric.data.data_points:
+                        key = tuple(sorted(dict(point.attributes or {}).items()))
+                        found[key] = point.value  # type: ignore[union-attr]
+    return found
+
+
+def test_enqueued_counts_every_commit_of_concurrent_callers_exactly(harness: Harness) -> None:
+    """The app threads count their commits without a lock (see `brixo_otel._tally.Count`),
+    while the reader collects: every collection is a total so far, and the one after the
+    processor stopped is exact."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    threads, calls = 4, 150
+    seen: list[float] = []
+    link = (("destination", "brixo.link"),)
+    try:
+        processor = harness.processor(ScriptedExporter(), meter_provider=provider)
+        done = threading.Event()
+
+        def collect() -> None:
+            while not done.is_set():
+                seen.append(_sums(reader, "brixo.signals.enqueued").get(link, 0))
+
+        def call(offset: int) -> None:
+            for index in range(calls):
+                assert processor.enqueue(make_signal(offset + index))
+
+        collector = threading.Thread(target=collect)
+        collector.start()
+        callers = [threading.Thread(target=call, args=(n * calls,)) for n in range(threads)]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join()
+        done.set()
+        collector.join()
+        processor.shutdown(timeout=2)  # counts what it had left: nothing lost with it
+        final = _sums(reader, "brixo.signals.enqueued").get(link, 0)
+    finally:
+        provider.shutdown()
+    assert len(seen) > 1 and seen == sorted(seen)
+    assert final == threads * calls
+
+
 # -- retry policy -------------------------------------------------------------------------------
 
 

@@ -7,10 +7,13 @@ SDK installed they are no-ops and cost nothing. `reason` attributes are short cl
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Mapping
 
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation, get_meter_provider
 
+from brixo_otel._forksafe import after_fork_in_child
+from brixo_otel._tally import Count, Dimensions, tally
 from brixo_otel._version import __version__
 
 
@@ -23,11 +26,20 @@ class DeliveryMetrics:
         depth: Callable[[], Mapping[str, int] | None],
     ) -> None:
         meter = (meter_provider or get_meter_provider()).get_meter("brixo_otel", __version__)
-        self._enqueued = meter.create_counter(
+        # Counted on the app's thread at every `feedback()`, where an SDK counter's `add` would
+        # cost a fifth of its commit: a lock-free count per destination, added to the meter's
+        # tally when the reader collects.
+        self._enqueued = tally(
+            meter,
             "brixo.signals.enqueued",
             unit="{signal}",
             description="Signals committed to the outbox, per destination.",
         )
+        self._enqueued_counts: dict[str, Count] = {}
+        self._enqueued_reported: dict[str, int] = {}
+        self._tally_lock = threading.Lock()
+        self._enqueued.sources.add(self)
+        after_fork_in_child(self, DeliveryMetrics._after_fork_in_child)
         self._delivered = meter.create_counter(
             "brixo.signals.delivered",
             unit="{signal}",
@@ -73,8 +85,34 @@ class DeliveryMetrics:
             description="Signals pending or in flight in the outbox, per destination.",
         )
 
+    def _after_fork_in_child(self) -> None:
+        """A fresh lock: a parent thread may have held it at the fork."""
+        self._tally_lock = threading.Lock()
+
     def enqueued(self, destination: str) -> None:
-        self._enqueued.add(1, {"destination": destination})
+        self.enqueued_counter(destination)()
+
+    def enqueued_counter(self, destination: str) -> Callable[[], object]:
+        """What counts one signal enqueued for `destination`: a call with nothing to look up,
+        for the app's thread."""
+        count = self._enqueued_counts.get(destination)
+        if count is None:
+            with self._tally_lock:
+                count = self._enqueued_counts.setdefault(destination, Count())
+        return count.add
+
+    def tally(self) -> None:
+        """Add the signals enqueued since the last reading to the meter's tally (before each
+        collection, and when the processor stops)."""
+        with self._tally_lock:
+            counted: dict[Dimensions, int] = {}
+            for destination, count in list(self._enqueued_counts.items()):
+                total = count.read()
+                new = total - self._enqueued_reported.get(destination, 0)
+                if new:
+                    self._enqueued_reported[destination] = total
+                    counted[(("destination", destination),)] = new
+        self._enqueued.add(counted)
 
     def delivered(self, destination: str) -> None:
         self._delivered.add(1, {"destination": destination})

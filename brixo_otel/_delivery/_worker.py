@@ -170,6 +170,7 @@ class SignalProcessor:
         self._init_process_state()
         depth = weakref.WeakMethod(self._depth)
         self._metrics = DeliveryMetrics(meter_provider, lambda: _call_weak(depth))
+        self._count_enqueued = self._metrics.enqueued_counter(LINK_STAGE)
         with _live_lock:
             _live.add(self)
         after_fork_in_child(self, SignalProcessor._init_process_state)
@@ -199,6 +200,8 @@ class SignalProcessor:
         self._wake = threading.Event()
         self._progress = threading.Condition(threading.Lock())
         self._worker: threading.Thread | None = None
+        #: True from the worker's start until it ends (cleared by the worker itself, last).
+        self._worker_running = False
         self._held: collections.deque[Signal] = collections.deque()
         #: False while the worker has nothing to gain from a new row (every destination paused,
         #: or all slots busy): then `enqueue` spares it a wake-up per call.
@@ -236,7 +239,7 @@ class SignalProcessor:
             if raise_internal_errors():
                 raise
             return self._hold(signal, exc)
-        self._metrics.enqueued(LINK_STAGE)
+        self._count_enqueued()
         if self._ensure_worker() and self._wants_wake:
             self._wake.set()
         return True
@@ -280,6 +283,11 @@ class SignalProcessor:
             )
         if self._ensure_worker():
             self._wake.set()
+            # Let the worker run now: it is what commits this signal (and, when the WAL is
+            # what refused it, checkpoints it). A caller committing in a tight loop would
+            # otherwise hold the interpreter for whole switch intervals while its next calls
+            # are refused too, each without touching SQLite (which lets go of the interpreter).
+            time.sleep(0)
         return True
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -306,7 +314,9 @@ class SignalProcessor:
             # Early only when what is left waits past the deadline and the worker did nothing
             # while we looked (a row it claimed and re-scheduled meanwhile could be missed).
             if self._nothing_due_before(time.time() + remaining) and rounds == self._rounds:
-                return False
+                # What was left may have gone meanwhile (another process delivered it, which
+                # this worker's rounds do not show): then the flush is done, not hopeless.
+                return self._nothing_pending() and not self._recording
             with self._progress:
                 self._progress.wait(min(remaining, _FLUSH_RECHECK))
 
@@ -332,6 +342,7 @@ class SignalProcessor:
             self._drain_inline(deadline)
         else:
             self._commit_held()
+        self._metrics.tally()  # what this processor counted, before its metrics go
         for name, exporter in self._exporters.items():
             try:
                 exporter.shutdown()
@@ -351,8 +362,7 @@ class SignalProcessor:
         """Start the worker and its senders unless they run; False if they can't run."""
         if self._pid != os.getpid():
             self._init_process_state()
-        worker = self._worker
-        if worker is not None and worker.is_alive():
+        if self._worker_running:  # every `feedback()` asks: a flag, not `Thread.is_alive`
             return True
         with self._lock:
             if self._stopped:
@@ -395,6 +405,7 @@ class SignalProcessor:
                 )
                 return False
             self._worker = worker
+            self._worker_running = True
             self._start_failed = False
             self._wants_wake = True
             return True
@@ -496,18 +507,27 @@ class SignalProcessor:
                     wait = min(wait, max(0.0, deadline - time.monotonic()))
                 self._wake.wait(wait)
         finally:
-            with contextlib.suppress(queue.Empty):
-                while True:  # rows claimed ahead, not started: released below, never sent
-                    jobs.get_nowait()
-            leftovers = [Outcome(delivery, "release") for delivery in in_flight.values()]
-            with contextlib.suppress(sqlite3.Error, OutboxClosed, OSError):
-                # On failure their leases expire and any process takes them back.
-                self._outbox.record(leftovers)
-            in_flight.clear()
-            self._commit_held()
-            for _ in range(senders):
-                jobs.put(None)
-            self._notify_progress()
+            try:
+                self._wind_down(jobs, senders)
+            finally:
+                self._worker_running = False
+                self._notify_progress()
+
+    def _wind_down(self, jobs: queue.SimpleQueue[Delivery | None], senders: int) -> None:
+        """The worker's last steps: what it claimed goes back, held signals are committed,
+        and its senders stop."""
+        in_flight = self._in_flight
+        with contextlib.suppress(queue.Empty):
+            while True:  # rows claimed ahead, not started: released below, never sent
+                jobs.get_nowait()
+        leftovers = [Outcome(delivery, "release") for delivery in in_flight.values()]
+        with contextlib.suppress(sqlite3.Error, OutboxClosed, OSError):
+            # On failure their leases expire and any process takes them back.
+            self._outbox.record(leftovers)
+        in_flight.clear()
+        self._commit_held()
+        for _ in range(senders):
+            jobs.put(None)
 
     def _commit_held(self) -> None:
         """Commit the signals held in memory, oldest first, while the outbox takes them."""

@@ -11,19 +11,18 @@ message.
 from __future__ import annotations
 
 import threading
-import weakref
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import Final, TypeAlias
+from typing import Final
 
 from opentelemetry import metrics
-from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.util.types import AttributeValue
 
 from brixo_otel import attributes as attrs
 from brixo_otel._errors import ConfigurationError
 from brixo_otel._forksafe import after_fork_in_child
 from brixo_otel._settings import DEFAULT_METRIC_DIMENSIONS
+from brixo_otel._tally import Dimensions, tally
 from brixo_otel._version import __version__
 
 #: By default: what produced the rated message (see the settings table).
@@ -43,9 +42,6 @@ MESSAGES_COUNTER: Final = "brixo.messages"
 #: the reader's thread; only when this many pile up between two collections (or nothing ever
 #: collects) does the end of a message count them on the app's thread.
 MAX_UNCOUNTED_MESSAGES: Final = 8192
-
-#: A message's dimensions as a key: (name, value) pairs in name order.
-Dimensions: TypeAlias = tuple[tuple[str, AttributeValue], ...]
 
 
 def check_dimensions(dimensions: Iterable[str]) -> tuple[str, ...]:
@@ -80,7 +76,12 @@ class FeedbackMetrics:
         # several microseconds, paid at the end of every message on the app's thread; here an
         # ended message costs one list append, and is counted when the reader collects.
         self._given = meter_provider
-        self._message_tally = _message_tally(meter)
+        self._message_tally = tally(
+            meter,
+            MESSAGES_COUNTER,
+            unit="{message}",
+            description="Instrumented assistant messages, by what produced them",
+        )
         self._dimensions = frozenset(check_dimensions(dimensions))
         self._seen: dict[str, set[AttributeValue]] = {}
         self._max_values = max_values_per_dimension
@@ -156,52 +157,6 @@ class FeedbackMetrics:
         dimensions[attrs.SIGNAL_VALUE] = value
         dimensions[attrs.SIGNAL_TARGET] = target
         self._feedback.add(1, dimensions)
-
-
-class _MessageTally:
-    """The `brixo.messages` totals of one meter, and the one callback that reports them.
-
-    One per meter rather than per `FeedbackMetrics`: an SDK meter keeps the callbacks of the
-    first instrument of a name and ignores those of a later one (a client configured again on
-    the same provider), and a cumulative counter must not lose what a replaced client counted.
-    """
-
-    def __init__(self, meter: metrics.Meter) -> None:
-        self.totals: dict[Dimensions, int] = {}
-        self.lock = threading.Lock()
-        #: Whose ended messages to count before reporting (weakly: a client's metrics go with it,
-        #: after its processor counted what it had left, see `BrixoSpanProcessor.disable`).
-        self.sources: weakref.WeakSet[FeedbackMetrics] = weakref.WeakSet()
-        meter.create_observable_counter(
-            MESSAGES_COUNTER,
-            callbacks=[self._observe],
-            unit="{message}",
-            description="Instrumented assistant messages, by what produced them",
-        )
-
-    def add(self, counted: Mapping[Dimensions, int]) -> None:
-        with self.lock:
-            totals = self.totals
-            for key, count in counted.items():
-                totals[key] = totals.get(key, 0) + count
-
-    def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
-        for source in list(self.sources):
-            source.tally()
-        with self.lock:
-            return [Observation(total, dict(key)) for key, total in self.totals.items()]
-
-
-_tallies: weakref.WeakKeyDictionary[metrics.Meter, _MessageTally] = weakref.WeakKeyDictionary()
-_tallies_lock = threading.Lock()
-
-
-def _message_tally(meter: metrics.Meter) -> _MessageTally:
-    with _tallies_lock:
-        tally = _tallies.get(meter)
-        if tally is None:
-            tally = _tallies[meter] = _MessageTally(meter)
-        return tally
 
 
 def _reads_nothing(provider: object) -> bool:

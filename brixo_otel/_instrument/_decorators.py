@@ -419,12 +419,24 @@ class _Traced:
         return traced
 
     def _coroutine_function(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        """As `_function`, for a coroutine function (and one itself, for `inspect`)."""
-        call = self._call_coroutine
+        """As `_function`, for a coroutine function (and one itself, for `inspect`). The body
+        of `_call_coroutine` is written out here rather than awaited: one coroutine per call
+        instead of two, a tenth of what the decorator costs an async call."""
+        open_span, close, stopped = self.open, self.close, self._stopped
+        attach, detach = otel_context.attach, otel_context.detach
 
         @functools.wraps(func)
         async def traced(*args: Any, **kwargs: Any) -> Any:
-            return await call(func, None, args, kwargs)
+            span, ctx = open_span(None, args, kwargs)
+            token = attach(ctx)
+            try:
+                return await func(*args, **kwargs)
+            except BaseException as exc:
+                stopped(span, exc)
+                raise
+            finally:
+                detach(token)
+                close(span)
 
         return traced
 
@@ -457,17 +469,23 @@ class _Traced:
         token = otel_context.attach(ctx)
         try:
             return await wrapped(*args, **kwargs)
-        except Exception as exc:
-            _record_failure(span, exc)
-            raise
-        except BaseException as exc:  # cancelled (a client that went away): say so
-            reason = _cancel_reason(exc)
-            if reason is not None:
-                _mark_cancelled(span, reason)
+        except BaseException as exc:
+            self._stopped(span, exc)
             raise
         finally:
             otel_context.detach(token)
             self.close(span)
+
+    @staticmethod
+    def _stopped(span: Span, exc: BaseException) -> None:
+        """Why a message's coroutine did not return: it failed, or it was cancelled (a client
+        that went away), which the span says too."""
+        if isinstance(exc, Exception):
+            _record_failure(span, exc)
+            return
+        reason = _cancel_reason(exc)
+        if reason is not None:
+            _mark_cancelled(span, reason)
 
     def _call_stream(
         self,

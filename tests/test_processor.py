@@ -573,10 +573,12 @@ def test_metrics_count_every_outcome(harness: Harness) -> None:
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
     rejected = DeliveryResult(DeliveryStatus.PERMANENT, "HTTP 400: bad value", http_status=400)
-    # The first retry waits long enough for the fourth enqueue to find the outbox still full.
     unavailable = DeliveryResult(DeliveryStatus.RETRY, "HTTP 503", retry_after=0.3, http_status=503)
+    # No answer before the fourth enqueue: it must find the outbox full (three rows).
+    enqueued = threading.Event()
 
     def answer(signal: Signal, attempt: int) -> DeliveryResult:
+        enqueued.wait(5)
         if signal.message_id == "msg-0":
             return rejected
         return OK if attempt else unavailable
@@ -589,6 +591,7 @@ def test_metrics_count_every_outcome(harness: Harness) -> None:
         )
         for index in range(4):
             processor.enqueue(make_signal(index))
+        enqueued.set()
         assert processor.flush(timeout=5)
         points: dict[tuple[str, tuple[tuple[str, Any], ...]], float] = {}
         data = reader.get_metrics_data()

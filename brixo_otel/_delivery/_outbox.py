@@ -115,6 +115,25 @@ class Outbox(AdminQueries, ExporterStateStore, OutboxDatabase):
         ):
             self._app_commit(wait, self._insert_within_caps, signal, destinations, payload, size)
 
+    def add_many(
+        self, signals: Sequence[Signal], destinations: Sequence[str]
+    ) -> list[OutboxFull | None]:
+        """`add` (the worker's patient write) for several signals, in one transaction: for
+        each, None if stored, or the `OutboxFull` that refused it (the others are stored
+        still). Nothing is stored if the transaction fails."""
+        encoded = [signal.to_json() for signal in signals]
+        outcomes: list[OutboxFull | None] = []
+        with self._transaction() as conn:
+            for signal, payload in zip(signals, encoded, strict=True):
+                size = len(payload) if payload.isascii() else len(payload.encode())
+                try:
+                    self._insert_within_caps(conn, signal, destinations, payload, size)
+                except OutboxFull as exc:
+                    outcomes.append(exc)
+                else:
+                    outcomes.append(None)
+        return outcomes
+
     def _insert_if_room(
         self, wait: float, signal_id: str, destination: str, payload: str, size: int
     ) -> bool:

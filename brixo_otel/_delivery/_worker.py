@@ -26,6 +26,7 @@ import atexit
 import collections
 import contextlib
 import dataclasses
+import itertools
 import logging
 import math
 import os
@@ -61,6 +62,8 @@ from brixo_otel._signal import RatedSpan, Signal
 
 #: The outbox name of the link stage, which every signal enters first.
 LINK_STAGE: Final = "brixo.link"
+#: Signals held in memory committed in one transaction, at most (see `_commit_held`).
+HELD_PER_COMMIT: Final = 256
 #: Total time the interpreter-exit hook may spend delivering, across every processor; read when
 #: the first hook runs, from BRIXO_OTEL_EXIT_BUDGET_SECONDS if set (the project's own exit tests
 #: shorten it, as BRIXO_OTEL_RAISE_INTERNAL_ERRORS is theirs too).
@@ -203,6 +206,7 @@ class SignalProcessor:
         #: True from the worker's start until it ends (cleared by the worker itself, last).
         self._worker_running = False
         self._held: collections.deque[Signal] = collections.deque()
+        self._held_lock = threading.Lock()
         #: False while the worker has nothing to gain from a new row (every destination paused,
         #: or all slots busy): then `enqueue` spares it a wake-up per call.
         self._wants_wake = True
@@ -530,16 +534,19 @@ class SignalProcessor:
             jobs.put(None)
 
     def _commit_held(self) -> None:
-        """Commit the signals held in memory, oldest first, while the outbox takes them."""
+        """Commit the signals held in memory, oldest first, while the outbox takes them: up to
+        `HELD_PER_COMMIT` in each transaction (a burst the app's commits could not keep up
+        with is taken in a few commits, not one per signal, and the app's threads wait for
+        the write lock no longer than for one of them)."""
+        with self._held_lock:  # the worker, and app threads after shutdown: one at a time
+            self._commit_held_batches()
+
+    def _commit_held_batches(self) -> None:
         held = self._held
         while held:
-            signal = held[0]
+            batch = list(itertools.islice(held, HELD_PER_COMMIT))
             try:
-                self._outbox.add(signal, (LINK_STAGE,))
-            except OutboxFull as exc:
-                held.popleft()
-                self._refuse(signal, str(exc), "outbox_full")
-                continue
+                outcomes = self._outbox.add_many(batch, (LINK_STAGE,))
             except (OutboxBusy, OutboxClosed, sqlite3.Error, OSError) as exc:
                 log_rate_limited(
                     logging.WARNING,
@@ -551,8 +558,12 @@ class SignalProcessor:
                     exc,
                 )
                 return
-            held.popleft()
-            self._metrics.enqueued(LINK_STAGE)
+            for signal, refused in zip(batch, outcomes, strict=True):
+                held.popleft()  # only the holder of `_held_lock` takes from the left
+                if refused is None:
+                    self._metrics.enqueued(LINK_STAGE)
+                else:
+                    self._refuse(signal, str(refused), "outbox_full")
 
     def _renew_long_exports(self, in_flight: Mapping[int, Delivery]) -> None:
         """Renew the leases of everything in flight: cheap, and an export slower than the

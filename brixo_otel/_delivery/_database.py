@@ -320,7 +320,8 @@ class OutboxDatabase:
         if self.path == ":memory:":
             return limit - adding
         if self._lease_until != -math.inf:  # the WAL estimate, with the lease's commits
-            self._wal_seen = self._wal_exact_above - self._lease_wal_room
+            leased = self._wal_exact_above - self._lease_wal_room
+            self._wal_seen = max(self._wal_seen, leased)  # the worker may have added meanwhile
             self._lease_until = -math.inf
         others = self._beside_used_pages(adding, now)
         reading = self._pages_read

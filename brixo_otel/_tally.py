@@ -70,11 +70,6 @@ class Tally:
             for key, count in counted.items():
                 totals[key] = totals.get(key, 0) + count
 
-    def add_one(self, key: Dimensions) -> None:
-        with self.lock:
-            totals = self.totals
-            totals[key] = totals.get(key, 0) + 1
-
     def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
         for source in list(self.sources):
             source.tally()

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import StatusCode
 
@@ -295,6 +296,32 @@ def test_generator_send_and_return_value_are_delegated(capture: SpanCapture) -> 
         gen.send(None)
     assert stop.value.value == 5
     assert ids(capture.one("echo"))[0] == "m-send"
+
+
+def test_generator_throw_is_delegated_inside_the_message(capture: SpanCapture) -> None:
+    """What the consumer throws in reaches the body, in the message's context: a body that
+    handles it goes on; one that does not fails the message with it."""
+    seen: list[int] = []
+
+    @brixo_otel.message(message_id="m-throw", name="retrying")
+    def retrying() -> Any:
+        while True:
+            try:
+                yield "chunk"
+            except TimeoutError:
+                seen.append(trace.get_current_span().get_span_context().span_id)
+                yield "recovered"
+
+    gen = retrying()
+    assert next(gen) == "chunk"
+    assert gen.throw(TimeoutError()) == "recovered"
+    assert next(gen) == "chunk"
+    with pytest.raises(KeyError):
+        gen.throw(KeyError("gone"))
+    span = capture.one("retrying")
+    assert seen == [span.context.span_id]
+    assert span.status.status_code is StatusCode.ERROR
+    assert [event.name for event in span.events] == ["exception"]
 
 
 def make_async_stream(capture: SpanCapture, fail_at: int | None = None) -> Any:

@@ -41,7 +41,7 @@ from brixo_otel._instrument._scope import (
     MessageScope,
     current_conversation_id,
 )
-from brixo_otel._instrument._stepping import InContext, step_sync, step_watched
+from brixo_otel._instrument._stepping import InContext
 from brixo_otel._internal import guard, log_rate_limited, logger
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -530,9 +530,27 @@ class _Traced:
             _streams.watch(stream, span, self._end_abandoned)
         try:
             inner = step_ctx.run(wrapped, *args, **kwargs)
-            if stream is None:
-                return (yield from step_sync(step_ctx, inner))
-            return (yield from step_watched(step_ctx, inner, stream))
+            # What `yield from inner` does, spelled out so that each resumption runs in the
+            # message's Context: written here rather than delegated to a stepping generator,
+            # which would put a second generator frame between the consumer and the body, on
+            # every item.
+            run, send, throw = step_ctx.run, inner.send, inner.throw
+            to_send: Any = None
+            to_throw: BaseException | None = None
+            while True:
+                try:
+                    item = run(send, to_send) if to_throw is None else run(throw, to_throw)
+                except StopIteration as stop:
+                    return stop.value
+                try:
+                    to_send, to_throw = (yield item), None
+                except GeneratorExit:
+                    run(inner.close)
+                    raise
+                except BaseException as exc:  # thrown in by the consumer: forward it
+                    to_send, to_throw = None, exc
+                if stream is not None:  # the watcher tells an idle consumer by these turns
+                    stream.turns += 1
         except Exception as exc:
             failure = exc
             raise
@@ -554,7 +572,7 @@ class _Traced:
         instance: object,
         stream: _streams.StreamWatch | None,
     ) -> AsyncGenerator[Any, Any]:
-        # The same delegation as `step_sync`, spelled out: async generators have no `yield from`.
+        # The same delegation as `_generator`'s (async generators have no `yield from` anyway).
         span, ctx = self.open(instance, args, kwargs)
         step_ctx = contextvars.copy_context()
         step_ctx.run(otel_context.attach, ctx)

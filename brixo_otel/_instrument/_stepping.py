@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Awaitable, Generator
-from typing import TYPE_CHECKING, Any, TypeVar
-
-if TYPE_CHECKING:
-    from brixo_otel._instrument._streams import StreamWatch
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -35,29 +32,6 @@ def step_sync(ctx: contextvars.Context, gen: Generator[Any, Any, Any]) -> Genera
             raise
         except BaseException as exc:  # thrown in by the consumer: forward it
             to_send, to_throw = None, exc
-
-
-def step_watched(
-    ctx: contextvars.Context, gen: Generator[Any, Any, Any], stream: StreamWatch
-) -> Generator[Any, Any, Any]:
-    """`step_sync` that also counts each time the consumer asks for the next item, so that the
-    stream watcher can tell a consumer that went away (a loop of its own: this runs per item)."""
-    run, send = ctx.run, gen.send
-    to_send: Any = None
-    to_throw: BaseException | None = None
-    while True:
-        try:
-            item = run(send, to_send) if to_throw is None else run(gen.throw, to_throw)
-        except StopIteration as stop:
-            return stop.value
-        try:
-            to_send, to_throw = (yield item), None
-        except GeneratorExit:
-            ctx.run(gen.close)
-            raise
-        except BaseException as exc:  # thrown in by the consumer: forward it
-            to_send, to_throw = None, exc
-        stream.turns += 1
 
 
 class InContext(Awaitable[T]):

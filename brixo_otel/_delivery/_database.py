@@ -305,7 +305,9 @@ class OutboxDatabase:
 
         One bound, worked out for a signal of `LEASED_SIGNAL_BYTES`, serves the commits of the
         next moments (a *lease*): until the WAL is due to be looked at again, and while this
-        process's commits have not added so much to it that it must be looked at sooner."""
+        process's commits have not added so much to it that it must be looked at sooner. App
+        threads update the lease without a lock: two at once may count one commit instead of
+        two, for at most the lease's millisecond, far within `WAL_UNSEEN_BYTES`."""
         now = time.monotonic()
         if now < self._lease_until and adding <= LEASED_SIGNAL_BYTES:
             room = self._lease_wal_room - adding - COMMIT_OVERHEAD_BYTES

@@ -89,7 +89,8 @@ _MS_MASK: Final = (1 << 48) - 1
 _LOW_62: Final = (1 << 62) - 1
 _id_random = random.Random()
 _id_bits = _id_random.getrandbits
-os.register_at_fork(after_in_child=_id_random.seed)
+if hasattr(os, "register_at_fork"):  # a child must not draw its parent's next ids
+    os.register_at_fork(after_in_child=_id_random.seed)
 
 
 def format_timestamp(moment: datetime, timespec: str = "milliseconds") -> str:

@@ -270,6 +270,23 @@ def test_row_cap_refuses_loudly_and_stores_nothing(path: str, wait: float | None
 
 
 @WRITERS
+def test_each_add_stores_each_signal_once(path: str, wait: float | None) -> None:
+    """The app's one-statement commit falls back to the exact one only when it stored nothing:
+    never a second row for a signal it stored (the totals' trigger changes are not counted)."""
+    box = Outbox(path)
+    try:
+        signals = [make_signal(n) for n in range(50)]
+        for signal in signals:
+            box.add(signal, ["brixo"], wait=wait)
+        with raw(path) as conn:
+            ids = [row[0] for row in conn.execute("SELECT signal_id FROM deliveries")]
+        assert sorted(ids) == sorted(signal.id for signal in signals)
+        assert box.totals()[0] == len(signals)
+    finally:
+        box.close()
+
+
+@WRITERS
 def test_byte_cap_refuses(path: str, wait: float | None) -> None:
     # The cap counts what is on disk (the WAL, SQLite's pages, room for one more commit), not only
     # the payloads: a cap of a few hundred kilobytes takes a hundred or so of these signals.

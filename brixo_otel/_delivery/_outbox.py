@@ -155,7 +155,9 @@ class Outbox(AdminQueries, ExporterStateStore, OutboxDatabase):
             self.limits.max_rows - 1,
             bound,
         )
-        return self._app_execute(wait, _INSERT_IF_ROOM, parameters) == 1
+        # Stored or not: never falls through to a second insert (trigger changes are not
+        # counted in the rows changed, so stored is one).
+        return self._app_execute(wait, _INSERT_IF_ROOM, parameters) > 0
 
     def _insert_within_caps(
         self,

@@ -120,10 +120,6 @@ def _utc_microseconds(moment: datetime) -> str:
 _last_second: tuple[tuple[int, ...], str] = ((), "")
 
 
-def _json_text(value: str | None) -> str:
-    return "null" if value is None else _quote(value)
-
-
 @dataclass(frozen=True)
 class SpanRef:
     """A span by its ids, as far as a signal needs one: to parent, link or address it."""
@@ -196,14 +192,20 @@ class Signal:
         if score is not None and type(score) is not int:
             return _ENCODER.encode(self._json_data())
         quote = _quote
+        message_id, conversation_id, comment = (
+            self.message_id,
+            self.conversation_id,
+            self.user_message,
+        )
         try:
             text = (
                 f'{{"id":{quote(self.id)},"name":{quote(self.name)},'
                 f'"value":{quote(self.value)},"target":{quote(self.target)},'
-                f'"message_id":{_json_text(self.message_id)},'
-                f'"conversation_id":{_json_text(self.conversation_id)},'
+                f'"message_id":{"null" if message_id is None else quote(message_id)},'
+                f'"conversation_id":'
+                f"{'null' if conversation_id is None else quote(conversation_id)},"
                 f'"occurred_at":"{format_timestamp(self.occurred_at, "microseconds")}",'
-                f'"user_message":{_json_text(self.user_message)},'
+                f'"user_message":{"null" if comment is None else quote(comment)},'
                 f'"score":{"null" if score is None else int.__repr__(score)},'
                 f'"reasons":[{",".join(map(quote, self.reasons)) if self.reasons else ""}],'
                 f'"link_status":{quote(self.link_status)}'
@@ -436,9 +438,14 @@ def validate(
             field="value",
             reason="not_accepted",
         )
-    checked_score = _check_score(value, score)
-    checked_message_id = _check_id("message_id", message_id)
-    checked_conversation_id = _check_id("conversation_id", conversation_id)
+    # The calls are skipped for what the usual call leaves out (this runs in every feedback()).
+    checked_score = (
+        None if score is None and value not in SCORE_RANGES else _check_score(value, score)
+    )
+    checked_message_id = None if message_id is None else _check_id("message_id", message_id)
+    checked_conversation_id = (
+        None if conversation_id is None else _check_id("conversation_id", conversation_id)
+    )
     if checked_message_id is None and checked_conversation_id is None:
         raise InvalidSignal(
             "feedback needs message_id (to rate one assistant message) "

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 import brixo_otel
 from brixo_otel import InvalidSignal
 from brixo_otel._signal import (
+    _ENCODER,
     MAX_ID_LENGTH,
     MAX_USER_MESSAGE_LENGTH,
     Signal,
@@ -228,6 +229,38 @@ def test_signal_survives_the_outbox_encoding(
     )
     # the wire carries milliseconds
     assert abs(restored.occurred_at - signal.occurred_at) < timedelta(milliseconds=1)
+
+
+@given(
+    message_id=st.none() | st.text(_TEXT, min_size=1, max_size=40).filter(str.strip),
+    conversation_id=st.none() | st.text(_TEXT, min_size=1, max_size=40).filter(str.strip),
+    user_message=st.none() | st.text(_TEXT, max_size=80),
+    reasons=st.lists(st.from_regex(r"[a-z0-9][a-z0-9_.:-]{0,10}", fullmatch=True), max_size=3),
+    score=st.none() | st.integers(min_value=1, max_value=5),
+    caller=st.none() | st.tuples(st.integers(1, 2**128 - 1), st.integers(1, 2**64 - 1)),
+)
+def test_the_outbox_text_is_what_the_json_encoder_writes(
+    message_id: str | None,
+    conversation_id: str | None,
+    user_message: str | None,
+    reasons: list[str],
+    score: int | None,
+    caller: tuple[int, int] | None,
+) -> None:
+    """`to_json` writes the text out field by field (it runs in every `feedback()`): it must be
+    exactly what the encoder makes of the same object, quotes, escapes and all."""
+    if message_id is None and conversation_id is None:
+        message_id = "m"
+    signal = validate(
+        "csat" if score is not None else "thumbs_down",
+        message_id=message_id,
+        conversation_id=conversation_id,
+        user_message=user_message,
+        reasons=reasons,
+        score=score,
+        caller=None if caller is None else SpanRef(*caller),
+    )
+    assert signal.to_json() == _ENCODER.encode(signal._json_data())
 
 
 @pytest.mark.parametrize(

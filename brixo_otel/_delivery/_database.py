@@ -573,14 +573,16 @@ class OutboxDatabase:
         thread: the rows it changed, or `OutboxBusy` after `wait` seconds. A write statement
         takes the write lock before it reads anything, as `BEGIN IMMEDIATE` would, so one
         statement is a whole capped commit (see `Outbox.add`) at a quarter of the calls."""
-        deadline = time.monotonic() + wait
-        lock, conn = self._app_enter(wait)
+        lock, conn, left = self._app_enter(wait)
         try:
             try:
                 return conn.execute(sql, parameters).rowcount
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
                     raise
+            # Busy: what is left of the wait counts from now (the clock is read only here,
+            # off the usual path).
+            deadline = time.monotonic() + left
             return _execute_until(conn, deadline, sql, parameters, self.path).rowcount
         except sqlite3.Error as exc:
             self._app_failed(exc)
@@ -598,10 +600,9 @@ class OutboxDatabase:
         """`write(conn, ...)` in a write transaction for the app's thread, or `OutboxBusy` after
         `wait` seconds. A call, not a context manager: a generator-based `with` costs a tenth
         of the Python work around the commit."""
-        deadline = time.monotonic() + wait
-        lock, conn = self._app_enter(wait)
+        lock, conn, left = self._app_enter(wait)
         try:
-            _execute_until(conn, deadline, "BEGIN IMMEDIATE", (), self.path)
+            _execute_until(conn, time.monotonic() + left, "BEGIN IMMEDIATE", (), self.path)
             try:
                 write(conn, *args, **kwargs)
                 conn.execute("COMMIT")
@@ -614,19 +615,23 @@ class OutboxDatabase:
         finally:
             lock.release()
 
-    def _app_enter(self, wait: float) -> tuple[threading.Lock, sqlite3.Connection]:
-        """The lock (held: the caller releases it) and connection for an app-thread write, or
-        `OutboxBusy` when this process's lock is not free within `wait`. An in-memory outbox
-        is one database on one connection: the worker's, under its lock."""
+    def _app_enter(self, wait: float) -> tuple[threading.Lock, sqlite3.Connection, float]:
+        """The lock (held: the caller releases it), the connection for an app-thread write and
+        what is left of `wait`, or `OutboxBusy` when this process's lock is not free within
+        `wait`. An in-memory outbox is one database on one connection: the worker's, under
+        its lock."""
         if self._forking:
             raise OutboxBusy(f"outbox {self.path!r} closing for a fork")
         shared = self.path == ":memory:"
         lock = self._lock if shared else self._app_lock
-        acquired = lock.acquire(timeout=wait) if wait > 0 else lock.acquire(blocking=False)
-        if not acquired:
-            raise OutboxBusy(f"outbox {self.path!r} busy in this process")
+        left = wait
+        if not lock.acquire(blocking=False):
+            started = time.monotonic()
+            if wait <= 0 or not lock.acquire(timeout=wait):
+                raise OutboxBusy(f"outbox {self.path!r} busy in this process")
+            left = max(0.0, wait - (time.monotonic() - started))
         try:
-            return lock, self._connection() if shared else self._app_connection()
+            return lock, self._connection() if shared else self._app_connection(), left
         except BaseException:
             lock.release()
             raise

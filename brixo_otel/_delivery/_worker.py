@@ -319,8 +319,12 @@ class SignalProcessor:
             # while we looked (a row it claimed and re-scheduled meanwhile could be missed).
             if self._nothing_due_before(time.time() + remaining) and rounds == self._rounds:
                 # What was left may have gone meanwhile (another process delivered it, which
-                # this worker's rounds do not show): then the flush is done, not hopeless.
-                return self._nothing_pending() and not self._recording
+                # this worker's rounds do not show, or this worker did and is recording it):
+                # then the flush is done, or nearly, not hopeless.
+                if not self._nothing_pending():
+                    return False
+                if not self._recording:
+                    return True
             with self._progress:
                 self._progress.wait(min(remaining, _FLUSH_RECHECK))
 

@@ -264,37 +264,18 @@ class Client:
         a token from `link_token()`, passed back by the frontend: it names the rated span, in
         any process, with no shared index (the message id may then be omitted).
         """
-        if link is None:  # the usual call: what `_signal` does, without its keyword relay
-            signal = validate(
-                value,
-                message_id=message_id,
-                conversation_id=conversation_id,
-                user_message=user_message,
-                occurred_at=occurred_at,
-                score=score,
-                reasons=reasons,
-                caller=_caller(),
-            )
-        else:
-            signal = self._signal(
-                value,
-                link=link,
-                message_id=message_id,
-                conversation_id=conversation_id,
-                user_message=user_message,
-                occurred_at=occurred_at,
-                score=score,
-                reasons=reasons,
-            )
+        signal = self._signal(
+            value, message_id, conversation_id, user_message, occurred_at, link, score, reasons
+        )
         self._signals.enqueue(signal)
         return signal
 
     @_parameters_of(feedback)
-    async def afeedback(self, *args: Any, **kwargs: Any) -> Signal:
+    async def afeedback(self, value: str, **kwargs: Any) -> Signal:
         """`feedback` for async apps (same arguments): it never waits on the event loop. The
         commit is tried once without waiting for a lock; if the outbox is busy, the signal is
         held in memory and the delivery worker commits it moments later."""
-        signal = self._signal(*args, **kwargs)
+        signal = self._signal(value, **kwargs)
         self._signals.enqueue(signal, wait=0.0)
         return signal
 
@@ -313,16 +294,36 @@ class Client:
         self._signals.enqueue(signal)
         return signal
 
-    def _signal(self, value: str, *, link: str | None = None, **fields: Any) -> Signal:
+    def _signal(
+        self,
+        value: str,
+        message_id: str | None = None,
+        conversation_id: str | None = None,
+        user_message: str | None = None,
+        occurred_at: datetime | str | None = None,
+        link: str | None = None,
+        score: int | None = None,
+        reasons: Sequence[str] | None = None,
+    ) -> Signal:
         """The validated signal, with the rated span when a link token names it. Everything
-        that can raise raises `InvalidSignal`, before anything is committed."""
+        that can raise raises `InvalidSignal`, before anything is committed. `feedback()`
+        passes its arguments by position (this runs in every call); `afeedback()` by name."""
         rated = None
         if link is not None:
-            token = self._read_link(link, fields.get("message_id"))
-            fields["message_id"] = fields.get("message_id") or token.message_id
+            token = self._read_link(link, message_id)
+            message_id = message_id or token.message_id
             context = token.span_context
             rated = RatedSpan(context.trace_id, context.span_id, dict(token.attributes))
-        signal = validate(value, **fields, caller=_caller())
+        signal = validate(
+            value,
+            message_id=message_id,
+            conversation_id=conversation_id,
+            user_message=user_message,
+            occurred_at=occurred_at,
+            score=score,
+            reasons=reasons,
+            caller=_caller(),
+        )
         if rated is not None:
             known = rated.attributes.get(attrs.SESSION_ID)
             signal = _replace(

@@ -325,25 +325,30 @@ class OutboxDatabase:
             leased = self._wal_exact_above - self._lease_wal_room
             self._wal_seen = max(self._wal_seen, leased)  # the worker may have added meanwhile
             self._lease_until = -math.inf
-        others = self._beside_used_pages(adding, now)
+        self._beside_used_pages(adding, now)  # the WAL looked at (`OutboxBusy` past its bound)
         reading = self._pages_read
         if reading is None or now - reading[2] >= PAGES_ESTIMATE_SECONDS:
             return None
         used, stored_then, read_at = reading
         ratio = self._page_ratio
-        # `_used_bytes` estimates `used + ceil((stored - stored_then) * ratio)` and keeps the
-        # estimate only while it is within half the room: the most `stored` that does so.
+        # `bytes_on_disk` for a signal of at least `LEASED_SIGNAL_BYTES`, so the same bound
+        # serves the lease's commits: `_used_bytes` estimates `used + ceil((stored -
+        # stored_then) * ratio)` and keeps the estimate only while it is within half the room
+        # the cap leaves; the most `stored` that does so. A commit of a smaller signal it
+        # refuses near that point is decided the exact way.
+        reserve = max(adding, LEASED_SIGNAL_BYTES)
+        others = self._room_beside_pages + math.ceil(reserve * ratio)
         budget = (limit - others) // 2 - used
         if budget < 0:
             return None
-        leased = (limit - self._room_beside_pages - math.ceil(LEASED_SIGNAL_BYTES * ratio)) // 2
-        if leased - used >= 0 and self._wal_seen <= self._wal_exact_above:
-            self._lease_bound = stored_then + int((leased - used) / ratio)
+        bound = stored_then + int(budget / ratio)
+        if adding <= LEASED_SIGNAL_BYTES and self._wal_seen <= self._wal_exact_above:
+            self._lease_bound = bound
             self._lease_wal_room = self._wal_exact_above - self._wal_seen
             self._lease_until = min(
                 self._wal_seen_at + WAL_LOOK_SECONDS, read_at + PAGES_ESTIMATE_SECONDS
             )
-        return stored_then + int(budget / ratio)
+        return bound
 
     def _beside_used_pages(self, adding: int, now: float) -> int:
         """What the cap counts besides the database's used pages: twice the WAL's share (the
@@ -380,10 +385,12 @@ class OutboxDatabase:
             estimate = used + math.ceil(max(0, stored - stored_then) * self._page_ratio)
             if 2 * estimate <= room and time.monotonic() - read_at < PAGES_ESTIMATE_SECONDS:
                 return estimate
-        page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-        pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
-        free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
-        used = max(0, (pages - free) * page_size - self._dead_pages)
+        return self._note_used_pages(_pages_in_use(conn), stored)
+
+    def _note_used_pages(self, in_use: int, stored: int) -> int:
+        """Keep a reading of the pages in use (less the dead letters' share) while `stored`
+        payload bytes are stored; that share of them."""
+        used = max(0, in_use - self._dead_pages)
         self._pages_read = (used, stored, time.monotonic())
         return used
 
@@ -717,9 +724,7 @@ class OutboxDatabase:
         """The bytes of used pages (beyond `BASE_BYTES`) per byte of payload, dead letters'
         included (the last ratio while there are too few rows to tell), and the dead letters'
         share of the pages."""
-        page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-        pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
-        free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+        in_use = _pages_in_use(conn)
         row = conn.execute("SELECT bytes FROM totals WHERE id = 0").fetchone()
         (dead,) = conn.execute(
             "SELECT COALESCE(SUM(size), 0) FROM deliveries WHERE state = 2"
@@ -727,10 +732,9 @@ class OutboxDatabase:
         stored = int(row[0]) if row is not None else 0
         payload = stored + int(dead)
         if payload >= _RATIO_SAMPLE_BYTES:
-            self._page_ratio = max(1.0, ((pages - free) * page_size - BASE_BYTES) / payload)
+            self._page_ratio = max(1.0, (in_use - BASE_BYTES) / payload)
         self._dead_pages = math.ceil(int(dead) * self._page_ratio)
-        used = max(0, (pages - free) * page_size - self._dead_pages)
-        self._pages_read = (used, stored, time.monotonic())
+        self._note_used_pages(in_use, stored)
 
     def _recreate(self, old: sqlite3.Connection) -> None:
         """The file was deleted (or replaced) while open. The old connection still reads the
@@ -827,6 +831,15 @@ class OutboxDatabase:
             self.path,
             len(rows),
         )
+
+
+def _pages_in_use(conn: sqlite3.Connection) -> int:
+    """Bytes of the database's pages in use: its pages less the free list (three header
+    reads)."""
+    page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+    free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+    return (pages - free) * page_size
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:

@@ -49,9 +49,20 @@ _TOTALS: Final = "SELECT rows, bytes FROM totals WHERE id = 0"
 _MINE: Final = "id = ? AND owner = ? AND state = 1"
 _UNLEASE: Final = "owner = NULL, lease_until = NULL"
 _DELETE_CHUNK: Final = 500
+#: The change each outcome but "delivered" makes to its row, still leased to this process: its
+#: parameters (the time, the reason; none for a release), then the row's id and owner.
+_OUTCOME_UPDATES: Final = {
+    "retry": "UPDATE deliveries SET state = 0, attempts = attempts + 1, next_attempt_at = ?,"
+    f" reason = ?, {_UNLEASE} WHERE {_MINE}",
+    "defer": "UPDATE deliveries SET state = 0, next_attempt_at = ?,"
+    f" reason = COALESCE(NULLIF(?, ''), reason), {_UNLEASE} WHERE {_MINE}",
+    "release": f"UPDATE deliveries SET state = 0, {_UNLEASE} WHERE {_MINE}",
+    "dead": "UPDATE deliveries SET state = 2, attempts = attempts + 1, created_at = ?,"
+    f" reason = ?, {_UNLEASE} WHERE {_MINE}",
+}
 
 
-#: One link-stage row to fan out (`Outbox.fan_out`): the stage's row, the signal to store, the
+#: One link-stage row to fan out (`Outbox.fan_out_many`): the stage's row, the signal to store, the
 #: destinations that take it, those that skip it, and when the stage is due again (None: done).
 FanOut = tuple["Delivery", Signal, Sequence[str], Sequence[str], "float | None"]
 
@@ -104,13 +115,14 @@ class Outbox(AdminQueries, ExporterStateStore, OutboxDatabase):
         `OutboxFull` (storing nothing) when the rows or bytes cap would be passed; the WAL
         counts toward the bytes.
         """
-        payload = signal.to_json()
-        # In bytes: an ASCII string (`isascii` is a flag on the string) is its own length.
-        size = len(payload) if payload.isascii() else len(payload.encode())
         if wait is None:
-            with self._transaction() as conn:
-                self._insert_within_caps(conn, signal, destinations, payload, size)
-        elif len(destinations) != 1 or not self._insert_if_room(
+            [refused] = self.add_many([signal], destinations)
+            if refused is not None:
+                raise refused
+            return
+        payload = signal.to_json()
+        size = _size_in_bytes(payload)
+        if len(destinations) != 1 or not self._insert_if_room(
             wait, signal.id, destinations[0], payload, size
         ):
             self._app_commit(wait, self._insert_within_caps, signal, destinations, payload, size)
@@ -125,9 +137,10 @@ class Outbox(AdminQueries, ExporterStateStore, OutboxDatabase):
         outcomes: list[OutboxFull | None] = []
         with self._transaction() as conn:
             for signal, payload in zip(signals, encoded, strict=True):
-                size = len(payload) if payload.isascii() else len(payload.encode())
                 try:
-                    self._insert_within_caps(conn, signal, destinations, payload, size)
+                    self._insert_within_caps(
+                        conn, signal, destinations, payload, _size_in_bytes(payload)
+                    )
                 except OutboxFull as exc:
                     outcomes.append(exc)
                 else:
@@ -191,26 +204,13 @@ class Outbox(AdminQueries, ExporterStateStore, OutboxDatabase):
                 _INSERT, [(signal.id, dest, payload, size, now, now) for dest in destinations]
             )
 
-    def fan_out(
-        self,
-        stage: Delivery,
-        signal: Signal,
-        destinations: Sequence[str],
-        skipped: Sequence[str],
-        *,
-        keep_stage_until: float | None = None,
-    ) -> bool:
-        """Replace the link stage's row by one row per destination, with the resolved `signal`,
-        and count the destinations that do not take it; in one transaction. With
-        `keep_stage_until`, the stage row stays (attempt counted), due again then: it still
-        waits for the rated span on behalf of the destinations that need it. False if the
-        lease was lost (another process does it)."""
-        return self.fan_out_many([(stage, signal, destinations, skipped, keep_stage_until)])[0]
-
     def fan_out_many(self, fan_outs: Sequence[FanOut]) -> list[bool]:
-        """`fan_out` for a batch of link-stage rows, all in one transaction: a worker linking a
-        backlog commits once per batch instead of once per signal. For each, False if the
-        lease was lost."""
+        """Replace each link stage's row by one row per destination, with the resolved signal,
+        and count the destinations that do not take it; all in one transaction, so a worker
+        linking a backlog commits once per batch. A stage with a time to keep it until stays
+        (attempt counted), due again then: it still waits for the rated span on behalf of the
+        destinations that need it. For each, False if the lease was lost (another process does
+        it)."""
         payloads = _payloads(fan_outs)
         with self._transaction() as conn:
             return _fan_out_in(conn, fan_outs, payloads, self.owner)
@@ -475,6 +475,11 @@ class Outbox(AdminQueries, ExporterStateStore, OutboxDatabase):
         return due
 
 
+def _size_in_bytes(payload: str) -> int:
+    """The payload's UTF-8 size; an ASCII string (`isascii` reads a flag) is its own length."""
+    return len(payload) if payload.isascii() else len(payload.encode())
+
+
 def _payloads(fan_outs: Sequence[FanOut]) -> list[str]:
     """The rows' payloads, made before the transaction (so it is not held meanwhile)."""
     return [signal.to_json() for _, signal, _, _, _ in fan_outs]
@@ -495,18 +500,17 @@ def _fan_out_in(
     ):
         if keep_stage_until is None:
             changed = stage.row_id in deleted
-        else:
+        else:  # a retry of the stage, as `_record_in` applies one
             changed = bool(
                 conn.execute(
-                    f"UPDATE deliveries SET state = 0, attempts = attempts + 1,"
-                    f" next_attempt_at = ?, reason = ?, {_UNLEASE} WHERE {_MINE}",
+                    _OUTCOME_UPDATES["retry"],
                     (keep_stage_until, "waiting for the rated span", stage.row_id, owner),
                 ).rowcount
             )
         applied.append(changed)
         if not changed:
             continue
-        size = len(payload.encode())
+        size = _size_in_bytes(payload)
         added += [(signal.id, dest, payload, size, stage.created_at, now) for dest in destinations]
         ended = [(destination, "skipped") for destination in skipped]
         if keep_stage_until is None:  # how the stage ended: linked, unresolved, ...
@@ -528,36 +532,21 @@ def _record_in(conn: sqlite3.Connection, outcomes: Sequence[Outcome], owner: str
     deleted = _delete_mine(conn, done, owner)  # the common case, in one go
     for outcome in outcomes:
         delivery = outcome.delivery
-        key = (delivery.row_id, owner)
-        if outcome.action == "delivered":
+        action = outcome.action
+        if action == "delivered":
             changed = int(delivery.row_id in deleted)
             if changed:
                 destination = delivery.destination
                 delivered[destination] = delivered.get(destination, 0) + 1
-        elif outcome.action == "retry":
-            changed = conn.execute(
-                "UPDATE deliveries SET state = 0, attempts = attempts + 1,"
-                f" next_attempt_at = ?, reason = ?, {_UNLEASE} WHERE {_MINE}",
-                (outcome.when, outcome.reason, *key),
-            ).rowcount
-        elif outcome.action == "defer":
-            changed = conn.execute(
-                "UPDATE deliveries SET state = 0, next_attempt_at = ?,"
-                f" reason = COALESCE(NULLIF(?, ''), reason), {_UNLEASE} WHERE {_MINE}",
-                (outcome.when, outcome.reason, *key),
-            ).rowcount
-        elif outcome.action == "release":
-            changed = conn.execute(
-                f"UPDATE deliveries SET state = 0, {_UNLEASE} WHERE {_MINE}", key
-            ).rowcount
-        elif outcome.action == "dead":
-            changed = conn.execute(
-                "UPDATE deliveries SET state = 2, attempts = attempts + 1,"
-                f" created_at = ?, reason = ?, {_UNLEASE} WHERE {_MINE}",
-                (time.time(), outcome.reason, *key),
-            ).rowcount
         else:
-            raise ValueError(f"unknown outcome {outcome.action!r}")
+            update = _OUTCOME_UPDATES.get(action)
+            if update is None:
+                raise ValueError(f"unknown outcome {action!r}")
+            parameters: tuple[object, ...] = ()
+            if action != "release":  # a dead letter's clock restarts: its own retention
+                when = time.time() if action == "dead" else outcome.when
+                parameters = (when, outcome.reason)
+            changed = conn.execute(update, (*parameters, delivery.row_id, owner)).rowcount
         applied.append(bool(changed))
     for destination, count in delivered.items():
         conn.execute(COUNT_SQL, (destination, "delivered", count))

@@ -542,32 +542,29 @@ class SignalProcessor:
         `HELD_PER_COMMIT` in each transaction (a burst the app's commits could not keep up
         with is taken in a few commits, not one per signal, and the app's threads wait for
         the write lock no longer than for one of them)."""
-        with self._held_lock:  # the worker, and app threads after shutdown: one at a time
-            self._commit_held_batches()
-
-    def _commit_held_batches(self) -> None:
         held = self._held
-        while held:
-            batch = list(itertools.islice(held, HELD_PER_COMMIT))
-            try:
-                outcomes = self._outbox.add_many(batch, (LINK_STAGE,))
-            except (OutboxBusy, OutboxClosed, sqlite3.Error, OSError) as exc:
-                log_rate_limited(
-                    logging.WARNING,
-                    "outbox:held",
-                    "brixo_otel: %d signals still held in memory; the outbox %r cannot take "
-                    "them yet (%s)",
-                    len(held),
-                    self._outbox.path,
-                    exc,
-                )
-                return
-            for signal, refused in zip(batch, outcomes, strict=True):
-                held.popleft()  # only the holder of `_held_lock` takes from the left
-                if refused is None:
-                    self._metrics.enqueued(LINK_STAGE)
-                else:
-                    self._refuse(signal, str(refused), "outbox_full")
+        with self._held_lock:  # the worker, and app threads after shutdown: one at a time
+            while held:
+                batch = list(itertools.islice(held, HELD_PER_COMMIT))
+                try:
+                    outcomes = self._outbox.add_many(batch, (LINK_STAGE,))
+                except (OutboxBusy, OutboxClosed, sqlite3.Error, OSError) as exc:
+                    log_rate_limited(
+                        logging.WARNING,
+                        "outbox:held",
+                        "brixo_otel: %d signals still held in memory; the outbox %r cannot "
+                        "take them yet (%s)",
+                        len(held),
+                        self._outbox.path,
+                        exc,
+                    )
+                    return
+                for signal, refused in zip(batch, outcomes, strict=True):
+                    held.popleft()  # only the holder of `_held_lock` takes from the left
+                    if refused is None:
+                        self._metrics.enqueued(LINK_STAGE)
+                    else:
+                        self._refuse(signal, str(refused), "outbox_full")
 
     def _renew_long_exports(self, in_flight: Mapping[int, Delivery]) -> None:
         """Renew the leases of everything in flight: cheap, and an export slower than the

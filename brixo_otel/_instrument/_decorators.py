@@ -20,7 +20,7 @@ import inspect
 import logging
 import sys
 import weakref
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping
 from types import TracebackType
 from typing import Any, Final, TypeVar, overload
 
@@ -41,7 +41,7 @@ from brixo_otel._instrument._scope import (
     MessageScope,
     current_conversation_id,
 )
-from brixo_otel._instrument._stepping import InContext
+from brixo_otel._instrument._stepping import InContext, step
 from brixo_otel._internal import guard, log_rate_limited, logger
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -381,14 +381,10 @@ class _Traced:
         _mark_cancelled(span, reason)
         self.close(span)
 
-    def _end(self, span: Span, failure: Exception | None, stopped: BaseException | None) -> None:
-        """End a message that ran to its end, failed (`failure`) or was stopped (`stopped`)."""
-        if failure is not None:
-            _record_failure(span, failure)
-        elif stopped is not None:
-            reason = _cancel_reason(stopped)
-            if reason is not None:
-                _mark_cancelled(span, reason)
+    def _end(self, span: Span, ended_by: BaseException | None) -> None:
+        """End a message that ran to its end (`ended_by` None), failed or was stopped."""
+        if ended_by is not None:
+            self._stopped(span, ended_by)
         self.close(span)
 
     def wrap(self, func: F) -> F:
@@ -419,15 +415,20 @@ class _Traced:
         return traced
 
     def _coroutine_function(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        """As `_function`, for a coroutine function (and one itself, for `inspect`). The body
-        of `_call_coroutine` is written out here rather than awaited: one coroutine per call
-        instead of two, a tenth of what the decorator costs an async call."""
+        """As `_function`, for a coroutine function (and one itself, for `inspect`)."""
+        return functools.wraps(func)(self._traced_coroutine(func, None))
+
+    def _traced_coroutine(
+        self, func: Callable[..., Any], instance: object
+    ) -> Callable[..., Awaitable[Any]]:
+        """The coroutine function that runs `func` in its message: the one body of both
+        coroutine wrappers. The body is the closure itself, not a coroutine it awaits: one
+        coroutine per call instead of two, a tenth of what the decorator costs an async call."""
         open_span, close, stopped = self.open, self.close, self._stopped
         attach, detach = otel_context.attach, otel_context.detach
 
-        @functools.wraps(func)
         async def traced(*args: Any, **kwargs: Any) -> Any:
-            span, ctx = open_span(None, args, kwargs)
+            span, ctx = open_span(instance, args, kwargs)
             token = attach(ctx)
             try:
                 return await func(*args, **kwargs)
@@ -458,28 +459,21 @@ class _Traced:
             otel_context.detach(token)
             self.close(span)
 
-    async def _call_coroutine(
+    def _call_coroutine(
         self,
         wrapped: Callable[..., Any],
         instance: object,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-    ) -> Any:
-        span, ctx = self.open(instance, args, kwargs)
-        token = otel_context.attach(ctx)
-        try:
-            return await wrapped(*args, **kwargs)
-        except BaseException as exc:
-            self._stopped(span, exc)
-            raise
-        finally:
-            otel_context.detach(token)
-            self.close(span)
+    ) -> Awaitable[Any]:
+        """wrapt's wrapper for coroutine callables that are not plain functions (bound per
+        call, so `instance` is known)."""
+        return self._traced_coroutine(wrapped, instance)(*args, **kwargs)
 
     @staticmethod
     def _stopped(span: Span, exc: BaseException) -> None:
-        """Why a message's coroutine did not return: it failed, or it was cancelled (a client
-        that went away), which the span says too."""
+        """Why a message did not run to its end: it failed, or it was stopped (cancelled,
+        closed early: its consumer went away), which the span says too."""
         if isinstance(exc, Exception):
             _record_failure(span, exc)
             return
@@ -524,45 +518,21 @@ class _Traced:
         span, ctx = self.open(instance, args, kwargs)
         step_ctx = contextvars.copy_context()
         step_ctx.run(otel_context.attach, ctx)
-        failure: Exception | None = None
-        stopped: BaseException | None = None
+        ended_by: BaseException | None = None
         if stream is not None:
             _streams.watch(stream, span, self._end_abandoned)
         try:
             inner = step_ctx.run(wrapped, *args, **kwargs)
-            # What `yield from inner` does, spelled out so that each resumption runs in the
-            # message's Context: written here rather than delegated to a stepping generator,
-            # which would put a second generator frame between the consumer and the body, on
-            # every item.
-            run, send, throw = step_ctx.run, inner.send, inner.throw
-            to_send: Any = None
-            to_throw: BaseException | None = None
-            while True:
-                try:
-                    item = run(send, to_send) if to_throw is None else run(throw, to_throw)
-                except StopIteration as stop:
-                    return stop.value
-                try:
-                    to_send, to_throw = (yield item), None
-                except GeneratorExit:
-                    run(inner.close)
-                    raise
-                except BaseException as exc:  # thrown in by the consumer: forward it
-                    to_send, to_throw = None, exc
-                if stream is not None:  # the watcher tells an idle consumer by these turns
-                    stream.turns += 1
-        except Exception as exc:
-            failure = exc
-            raise
-        except BaseException as exc:  # closed early, dropped, cancelled: the consumer stopped
-            stopped = exc
+            return (yield from step(step_ctx, inner, stream))
+        except BaseException as exc:  # failed, or closed early, dropped: the consumer stopped
+            ended_by = exc
             raise
         finally:
             # The watcher may have ended the span already (the consumer went idle, then came
             # back); whoever releases the watch ends it.
             if stream is None or _streams.release(stream):
-                self._end(span, failure, stopped)
-            failure = stopped = None  # no cycle through the frame
+                self._end(span, ended_by)
+            ended_by = None  # no cycle through the frame
 
     async def _async_generator(
         self,
@@ -572,12 +542,11 @@ class _Traced:
         instance: object,
         stream: _streams.StreamWatch | None,
     ) -> AsyncGenerator[Any, Any]:
-        # The same delegation as `_generator`'s (async generators have no `yield from` anyway).
+        # The same delegation as `step`, spelled out: async generators have no `yield from`.
         span, ctx = self.open(instance, args, kwargs)
         step_ctx = contextvars.copy_context()
         step_ctx.run(otel_context.attach, ctx)
-        failure: Exception | None = None
-        stopped: BaseException | None = None
+        ended_by: BaseException | None = None
         if stream is not None:
             _streams.watch(stream, span, self._end_abandoned)
         try:
@@ -601,16 +570,13 @@ class _Traced:
                     to_send, to_throw = None, exc
                 if stream is not None:
                     stream.turns += 1
-        except Exception as exc:
-            failure = exc
-            raise
-        except BaseException as exc:  # closed early, dropped, cancelled: the consumer stopped
-            stopped = exc
+        except BaseException as exc:  # failed, or closed early, cancelled: the consumer stopped
+            ended_by = exc
             raise
         finally:
             if stream is None or _streams.release(stream):
-                self._end(span, failure, stopped)
-            failure = stopped = None
+                self._end(span, ended_by)
+            ended_by = None
 
 
 def _qualified_name(func: Callable[..., Any]) -> str:

@@ -163,7 +163,9 @@ class BrixoSpanProcessor(SpanProcessor):
             return
         message.pending = None
         try:  # not `with guard(...)`: this runs at the end of every message span
-            kept = message.gathered  # `_gather`, spelled out on this path
+            # `_keep_wanted` written out: the call cost `@message` ~3 % (1.044 against 1.014 by
+            # benchmarks/overhead.py), of a 5 % budget.
+            kept = message.gathered
             wanted = self._indexed_attributes
             for name, value in _plain(span.attributes).items():
                 if name in wanted:
@@ -199,20 +201,24 @@ class BrixoSpanProcessor(SpanProcessor):
         """What the index would keep for a message still in progress (for a link token)."""
         kept = dict(message.gathered)
         if message.span is not None:
-            wanted = self._indexed_attributes
-            own = _plain(getattr(message.span, "attributes", None))
-            kept.update((name, value) for name, value in own.items() if name in wanted)
+            self._keep_wanted(kept, getattr(message.span, "attributes", None))
         return kept
 
     def _gather(self, message: MessageScope, recorded: Attributes) -> dict[str, AttributeValue]:
         """Add the wanted attributes of a span of the message to what it has gathered; the
         latest wins, and the message span itself, which ends last, has the final word."""
-        gathered = message.gathered
+        return self._keep_wanted(message.gathered, recorded)
+
+    def _keep_wanted(
+        self, kept: dict[str, AttributeValue], recorded: Attributes
+    ) -> dict[str, AttributeValue]:
+        """Set into `kept` (and return it) the attributes of a span that the index keeps: in
+        place, as this runs at the end of every span of a message."""
         wanted = self._indexed_attributes
         for name, value in _plain(recorded).items():
             if name in wanted:
-                gathered[name] = value
-        return gathered
+                kept[name] = value
+        return kept
 
     def disable(self) -> None:
         """Stop tagging and indexing: the client that added us was shut down.

@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Awaitable, Generator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from brixo_otel._instrument._streams import StreamWatch
 
 T = TypeVar("T")
 
 
-def step_sync(ctx: contextvars.Context, gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
-    """Delegate to `gen` like `yield from`, each resumption running in `ctx`."""
+def step(
+    ctx: contextvars.Context, gen: Generator[Any, Any, Any], stream: StreamWatch | None = None
+) -> Generator[Any, Any, Any]:
+    """Delegate to `gen` like `yield from`, each resumption running in `ctx`; with a `stream`,
+    also count each time the consumer asks for the next item, so that the stream watcher can
+    tell a consumer that went away."""
     run, send = ctx.run, gen.send  # bound once: this loop runs once per streamed item
     to_send: Any = None
     to_throw: BaseException | None = None
@@ -32,6 +39,8 @@ def step_sync(ctx: contextvars.Context, gen: Generator[Any, Any, Any]) -> Genera
             raise
         except BaseException as exc:  # thrown in by the consumer: forward it
             to_send, to_throw = None, exc
+        if stream is not None:
+            stream.turns += 1
 
 
 class InContext(Awaitable[T]):
@@ -45,5 +54,5 @@ class InContext(Awaitable[T]):
 
     def __await__(self) -> Generator[Any, Any, T]:
         inner = self._awaitable.__await__()
-        result: T = yield from step_sync(self._ctx, inner)
+        result: T = yield from step(self._ctx, inner)
         return result

@@ -374,19 +374,22 @@ def read_bounded(response: httpx.Response, limit: int = MAX_BODY_BYTES) -> bytes
     The status line already decided the outcome; the body only explains it, so a huge, broken
     or never-ending body must not turn a clear answer into a timeout.
     """
-    chunks: list[bytes] = []
+    return b"".join(_bounded_chunks(response.iter_bytes(), limit))[:limit]
+
+
+def _bounded_chunks(chunks: Iterable[bytes], limit: int) -> Iterator[bytes]:
+    """The chunks of a body until `limit` bytes have come, the request's deadline has passed
+    (what arrived must do: a client of the caller's, without `_DeadlineBackend`, gets here at
+    least between chunks), or the body cannot be read any further."""
     size = 0
     try:
-        for chunk in response.iter_bytes():
-            chunks.append(chunk)
+        for chunk in chunks:
+            yield chunk
             size += len(chunk)
-            # Past the request's deadline, what arrived must do (a client of the caller's,
-            # without `_DeadlineBackend`, gets here at least between chunks).
             if size >= limit or _past_deadline():
-                break
+                return
     except httpx.HTTPError:
-        pass
-    return b"".join(chunks)[:limit]
+        return
 
 
 def classify_status(
@@ -543,15 +546,9 @@ def _guarded(
 
 
 def _drain_bounded(stream: Iterable[bytes], limit: int = MAX_BODY_BYTES) -> None:
-    """Read and drop a success body, as `read_bounded` reads one (at most `limit` bytes, never
-    past the deadline, an unreadable body ignored): read whole, its connection is reused."""
-    size = 0
-    try:
-        for chunk in stream:
-            size += len(chunk)
-            if size >= limit or _past_deadline():
-                break
-    except httpx.HTTPError:
+    """Read and drop a success body, as `read_bounded` reads one: read whole, its connection
+    is reused."""
+    for _ in _bounded_chunks(stream, limit):
         pass
 
 
